@@ -1,0 +1,22 @@
+"""Exceptions raised by mlpipe.
+
+Each class also subclasses the matching builtin, so callers can catch either.
+"""
+
+__all__ = [
+    "MlpipeError",
+    "SerializationError",
+    "StageError",
+]
+
+
+class MlpipeError(Exception):
+    """Base class of every exception mlpipe raises on its own behalf."""
+
+
+class SerializationError(MlpipeError, TypeError):
+    """A fitted stage could be serialized neither with cloudpickle nor with dill."""
+
+
+class StageError(MlpipeError, ValueError):
+    """A pipeline or one of its stages is set up in a way mlpipe cannot log."""

@@ -1,0 +1,1 @@
+"""The raw-input pyfunc model and the serialization of fitted stages."""

@@ -1,0 +1,113 @@
+"""Log the raw-input pyfunc model of a fitted chain."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
+
+from mlpipe.model import _raw
+from mlpipe.model._serialize import requirements
+from mlpipe.tracking import _schema as schema
+
+__all__ = ["log_raw_model", "raw_signature"]
+
+_SAMPLE_ROWS = 1000
+_EXAMPLE_ROWS = 5
+
+
+def raw_signature(X: Any, predictions: Any) -> ModelSignature:
+    """The signature of the raw-input model, inferred from a sample of raw input.
+
+    Integer columns are declared ``Any`` rather than ``long``: MLflow would reject a
+    served ``null`` there and silently truncate a served ``1.5`` to ``1``. The model
+    itself turns such values into floats (see :func:`mlpipe.model._raw.prepare`).
+    Every column is required to be present and every column may hold nulls.
+    ``params`` declares ``method`` (``"predict"`` by default).
+    """
+    params = ParamSchema([ParamSpec("method", DataType.string, "predict")])
+    whole: list[str] = []
+    if isinstance(X, pd.DataFrame):
+        whole = [c for c, d in X.dtypes.items() if isinstance(d, np.dtype) and d.kind in "iu"]
+        X = X.astype(dict.fromkeys(whole, "float64"))
+    signature = infer_signature(X, predictions)
+    inputs = signature.inputs
+    if isinstance(inputs, Schema) and not inputs.is_tensor_spec():
+        # Every column must be present (a missing one is a client error MLflow
+        # reports by name); any of them may hold nulls.
+        inputs = Schema(
+            [
+                ColSpec(AnyType() if spec.name in whole else spec.type, spec.name, required=True)
+                for spec in inputs.inputs
+            ]
+        )
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=params)
+
+
+def log_raw_model(
+    *,
+    run_id: str,
+    experiment_id: str,
+    stages: list[tuple[str, str, bytes]],
+    modules: set[str],
+    fitted: Any,
+    X: Any,
+    dtypes: dict[str, str] | None,
+) -> str:
+    """Log a fitted chain as a raw-input pyfunc model; return its ``models:/`` URI.
+
+    ``stages`` holds ``(step name, serializer, serialized fitted step)``; ``fitted``
+    is the same chain as a plain scikit-learn pipeline, used to infer the output
+    schema. The model's pip requirements are the exact
+    versions of what the pickle refers to, found while pickling, so MLflow does
+    not spend seconds inferring them in a subprocess.
+    """
+    sample = X.sample(n=min(len(X), _SAMPLE_ROWS), random_state=0) if hasattr(X, "sample") else X
+    sample = _raw.prepare(sample, dtypes)
+    method = fitted.predict if hasattr(fitted, "predict") else fitted.transform
+    signature = raw_signature(sample, method(sample))
+    example = _raw.prepare(X.head(_EXAMPLE_ROWS), dtypes) if hasattr(X, "head") else None
+    model = mlflow.initialize_logged_model(
+        name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline_path = Path(tmp, "pipeline.pkl")
+        pipeline_path.write_bytes(pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL))
+        meta_path = Path(tmp, "meta.json")
+        meta_path.write_text(json.dumps({"dtypes": dtypes}))
+        # The model class travels by value: loading it must not need mlpipe.
+        cloudpickle.register_pickle_by_value(sys.modules[_raw.__name__])
+        try:
+            info = Model.log(
+                artifact_path=None,
+                name=schema.MODEL_NAME,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=model.model_id,
+                python_model=_raw.RawInputModel(),
+                artifacts={"pipeline": str(pipeline_path), "meta": str(meta_path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements(modules, {s for _, s, _ in stages}),
+            )
+        finally:
+            cloudpickle.unregister_pickle_by_value(sys.modules[_raw.__name__])
+    return str(info.model_uri)
+
+
+def dtypes_of(X: Any) -> dict[str, str] | None:
+    """The column dtypes the raw-input model will bring served records back to."""
+    if not isinstance(X, pd.DataFrame) or not all(isinstance(c, str) for c in X.columns):
+        return None
+    return {c: str(d) if isinstance(d, np.dtype) else "object" for c, d in X.dtypes.items()}

@@ -1,0 +1,143 @@
+"""Serialize fitted stages so that they load in a fresh process, and know what they need."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import io
+import pickle
+import sys
+import types
+from typing import Any
+
+import cloudpickle
+
+from mlpipe.exceptions import SerializationError
+
+__all__ = ["dumps", "loads", "requirements"]
+
+# Top-level modules always pickled by value: mlpipe's own code must travel with
+# the model, since the model has to load where mlpipe is not installed.
+_ALWAYS_BY_VALUE = {"mlpipe"}
+
+
+class _Recorder(cloudpickle.Pickler):
+    """A cloudpickle pickler that notes the top-level module of everything it meets."""
+
+    def __init__(self, file: io.BytesIO, modules: set[str]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._modules = modules
+
+    def reducer_override(self, obj: Any) -> Any:
+        owner = obj if isinstance(obj, type | types.FunctionType) else type(obj)
+        module = getattr(owner, "__module__", None)
+        if isinstance(module, str):
+            self._modules.add(module.partition(".")[0])
+        if isinstance(obj, types.ModuleType):
+            self._modules.add(obj.__name__.partition(".")[0])
+        return super().reducer_override(obj)
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _installed(module: str) -> bool:
+    return module in sys.stdlib_module_names or module in sys.builtin_module_names or (
+        module in _distributions() and module not in _ALWAYS_BY_VALUE
+    )
+
+
+def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
+    # Pickle by reference only what is installed; everything else (a local module,
+    # a notebook's classes, mlpipe itself) by value. By-value code may refer to
+    # more such modules, so repeat until no new one turns up.
+    registered: list[types.ModuleType] = []
+    try:
+        while True:
+            modules: set[str] = set()
+            buffer = io.BytesIO()
+            _Recorder(buffer, modules).dump(obj)
+            new = [
+                sys.modules[m]
+                for m in sorted(modules)
+                if m != "__main__"
+                and not _installed(m)
+                and m in sys.modules
+                and m not in cloudpickle.list_registry_pickle_by_value()
+            ]
+            if not new:
+                return buffer.getvalue(), modules
+            for module in new:
+                cloudpickle.register_pickle_by_value(module)
+                registered.append(module)
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def dumps(obj: Any) -> tuple[bytes, str, set[str]]:
+    """Serialize ``obj`` with cloudpickle, or dill when cloudpickle cannot.
+
+    Returns
+    -------
+    data : bytes
+    serializer : {"cloudpickle", "dill"}
+    modules : set of str
+        Top-level modules the pickle refers to by reference.
+    """
+    try:
+        data, modules = _cloudpickle(obj)
+        return data, "cloudpickle", modules
+    except Exception as cloudpickle_error:
+        import dill
+
+        try:
+            data = dill.dumps(obj, recurse=True)
+        except Exception as dill_error:
+            raise SerializationError(
+                f"Cannot serialize {type(obj).__name__}: cloudpickle failed with "
+                f"{cloudpickle_error!r} and dill with {dill_error!r}. Keep open files, "
+                "connections, locks and generators out of fitted attributes."
+            ) from dill_error
+        return data, "dill", _referenced_by_dill(data)
+
+
+def _referenced_by_dill(data: bytes) -> set[str]:
+    import pickletools
+
+    found: set[str] = set()
+    strings: list[str] = []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+            found.add(arg.split(" ")[0].partition(".")[0])
+        elif isinstance(arg, str):
+            strings.append(arg)
+        if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.add(strings[-2].partition(".")[0])
+    return found
+
+
+def loads(data: bytes, serializer: str) -> Any:
+    """Load what :func:`dumps` wrote."""
+    if serializer == "dill":
+        import dill
+
+        return dill.loads(data)
+    return cloudpickle.loads(data)
+
+
+def requirements(modules: set[str], serializers: set[str]) -> list[str]:
+    """Pinned pip requirements that make ``modules`` importable, plus what loading needs."""
+    names = {"mlflow", "cloudpickle", "pandas", "numpy", "scikit-learn", *serializers}
+    for module in modules:
+        if _installed(module) and module not in sys.stdlib_module_names:
+            names.update(_distributions().get(module, []))
+    pins = []
+    for name in sorted(names, key=str.lower):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins

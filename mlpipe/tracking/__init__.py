@@ -1,0 +1,1 @@
+"""Stage runs in MLflow: names, experiments, keys."""

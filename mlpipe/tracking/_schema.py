@@ -1,0 +1,47 @@
+"""Every MLflow tag, parameter, metric and artifact name that mlpipe writes.
+
+Nothing else in mlpipe spells these names: a query written against one of them
+stays correct as long as it imports it from here.
+"""
+
+# Tags on every stage run.
+STAGE = "mlpipe.stage"  # the stage (step) name: "load", "processing", "model", ...
+TYPE = "mlpipe.type"  # what the stage did: table, logic or algorithm name
+KEY = "mlpipe.key"  # "type@yyyymmddHHMMSS", unique within the stage; also the run name
+UPSTREAM = "mlpipe.upstream"  # comma-separated run ids of the stage runs it was fitted on
+UPSTREAM_KEYS = "mlpipe.upstream_keys"  # comma-separated "stage:key" of the same runs
+CLASS = "mlpipe.class"  # module.qualname of the fitted object
+SERIALIZER = "mlpipe.serializer"  # "cloudpickle" or "dill"
+VERSION = "mlpipe.version"  # the mlpipe version that logged the run
+MODEL_URI = "mlpipe.model_uri"  # on the final stage: the raw-input pyfunc model
+EVALUATION = "mlpipe.evaluation"  # on the final stage: how its metrics were measured
+GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
+
+# Tags on load runs.
+FINGERPRINT = "mlpipe.fingerprint"  # the full fingerprint (the dataset digest is capped)
+SOURCE = "mlpipe.source"  # where the data came from, passwords redacted
+
+# Parameters on load runs.
+ROWS = "rows"
+COLUMNS = "columns"
+TARGET = "target"
+
+# Metrics.
+KEY_TIME = "key_time"  # the key's yyyymmddHHMMSS as an integer, for sorting and ranges
+FIT_TIME = "fit_time_seconds"
+TRAINING_SCORE = "training_score"
+BEST_SCORE = "best_score"
+CV_PREFIX = "cv_"  # cv_<scorer>_mean and cv_<scorer>_std
+
+# Parameter prefixes.
+BEST_PARAM_PREFIX = "best."  # best parameters of a search used as the final step
+
+# Artifacts.
+STAGE_ARTIFACT = "stage"  # directory holding the fitted stage
+STAGE_FILE = "stage.pkl"
+CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table
+MODEL_NAME = "model"  # name of the logged raw-input model
+
+# The MLflow dataset input context of the training data.
+TRAINING_CONTEXT = "training"
+LOAD_STAGE = "load"
