@@ -351,12 +351,16 @@ class LineagePipeline(Pipeline):
         tags: dict[str, str] = {}
         search = getattr(est, "cv_results_", None)
         if search is not None and hasattr(est, "best_params_"):
-            run.log(params={f"{schema.BEST_PARAM_PREFIX}{k}": v for k, v in est.best_params_.items()})
+            run.log(
+                params={f"{schema.BEST_PARAM_PREFIX}{k}": v for k, v in est.best_params_.items()}
+            )
             if hasattr(est, "best_score_"):
                 metrics[schema.BEST_SCORE] = float(est.best_score_)
             table = pd.DataFrame(
-                {k: v if np.asarray(v).dtype.kind in "biuf" else [str(x) for x in v]
-                 for k, v in search.items()}
+                {
+                    k: v if np.asarray(v).dtype.kind in "biuf" else [str(x) for x in v]
+                    for k, v in search.items()
+                }
             )
             run.client.log_table(run.run_id, data=table, artifact_file=schema.CV_RESULTS)
             tags[schema.EVALUATION] = "best_score_ of the search (its own cross-validation)"
@@ -386,7 +390,9 @@ class LineagePipeline(Pipeline):
         if len(X) < 2 * n_splits:
             tags[schema.EVALUATION] = f"skipped: {len(X)} rows are too few for {n_splits} folds"
             return {}
-        scoring = self.scoring or (_CLASSIFIER_SCORING if is_classifier(est) else _REGRESSOR_SCORING)
+        scoring = self.scoring or (
+            _CLASSIFIER_SCORING if is_classifier(est) else _REGRESSOR_SCORING
+        )
         chain = Pipeline([(n, clone(e) if e not in _SKIPPED else e) for n, e in self.steps])
         result = cross_validate(chain, X, y, cv=splitter, scoring=scoring, params=params)
         tags[schema.EVALUATION] = (

@@ -138,7 +138,9 @@ def _hash_objects(h: xxhash.xxh3_128, column: pd.Series) -> None:
         array = pa.array(column, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         array = None
-    if array is not None and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+    if array is not None and (
+        pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+    ):
         array = array.cast(pa.large_string())
         offsets = np.frombuffer(array.buffers()[1], dtype="<i8")
         offsets = offsets[array.offset : array.offset + len(array) + 1]
@@ -153,5 +155,7 @@ def _hash_objects(h: xxhash.xxh3_128, column: pd.Series) -> None:
         # the builtin types are deterministic across processes and platforms.
         _feed(h, b"objects")
         for value in column.tolist():
-            missing = value is None or value is pd.NA or (isinstance(value, float) and value != value)
+            missing = (
+                value is None or value is pd.NA or (isinstance(value, float) and value != value)
+            )
             _feed(h, b"\x00" if missing else pickle.dumps(value, protocol=4))

@@ -125,7 +125,7 @@ class RawInputModel(PythonModel):
         with open(context.artifacts["pipeline"], "rb") as f:
             stages = pickle.load(f)
         steps = []
-        for (name, serializer, data) in stages:
+        for name, serializer, data in stages:
             if serializer == "dill":
                 import dill
 
@@ -138,8 +138,10 @@ class RawInputModel(PythonModel):
         self.dtypes = meta["dtypes"]
         self.default_method = "predict" if hasattr(self.pipeline, "predict") else "transform"
 
-    # No type hints here: MLflow would read them as a schema for the input.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # A DataFrame hint is one MLflow infers no schema from: the logged signature rules.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> Any:
         method = (params or {}).get("method") or self.default_method
         if method not in METHODS or not hasattr(self.pipeline, method):
             known = [m for m in METHODS if hasattr(self.pipeline, m)]

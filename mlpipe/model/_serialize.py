@@ -44,8 +44,10 @@ def _distributions() -> dict[str, list[str]]:
 
 
 def _installed(module: str) -> bool:
-    return module in sys.stdlib_module_names or module in sys.builtin_module_names or (
-        module in _distributions() and module not in _ALWAYS_BY_VALUE
+    return (
+        module in sys.stdlib_module_names
+        or module in sys.builtin_module_names
+        or (module in _distributions() and module not in _ALWAYS_BY_VALUE)
     )
 
 
