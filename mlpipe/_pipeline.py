@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +56,7 @@ def _fitted_by_meta_estimator() -> bool:
     scikit-learn; a search's final refit comes from the search's own ``fit``. Only
     the latter, or a fit from user code, is logged.
     """
-    frame = sys._getframe(2)
+    frame = inspect.currentframe()
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if (
@@ -311,7 +311,7 @@ class LineagePipeline(Pipeline):
         if get_config().get("enable_metadata_routing"):
             routed = process_routing(self, "fit", **params)
             out = {}
-            for i, name, est in self._active_steps():
+            for i, name, _ in self._active_steps():
                 method = final if i == self._last else "fit_transform"
                 out[name] = dict(getattr(routed[name], method, {}) or routed[name].fit)
             return out
@@ -448,7 +448,10 @@ class LineagePipeline(Pipeline):
         return super().score(self._raw(X), y, sample_weight=sample_weight, **params)
 
     def __getitem__(self, ind: Any) -> Any:
-        """Slice or index as :class:`~sklearn.pipeline.Pipeline` does; slices keep mlpipe's settings."""
+        """Index or slice as :class:`~sklearn.pipeline.Pipeline` does.
+
+        A slice is a LineagePipeline with the same mlpipe settings.
+        """
         item = super().__getitem__(ind)
         if isinstance(ind, slice):
             own = ("transform_input", "project", "log_model", "cv", "scoring")

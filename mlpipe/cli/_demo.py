@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import mlflow
 import pandas as pd
 
+if TYPE_CHECKING:
+    from mlpipe import LineagePipeline
 
-def penguins_pipeline() -> object:
+
+def penguins_pipeline() -> LineagePipeline:
     """The demo's chain: impute, one-hot encode and scale by dtype, then a logistic regression."""
     from sklearn.compose import make_column_selector, make_column_transformer
     from sklearn.impute import SimpleImputer

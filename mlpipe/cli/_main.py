@@ -47,12 +47,16 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``mlpipe`` command with ``argv`` (default: ``sys.argv[1:]``); return its exit code."""
+    """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not args.verbose:
+        # MLflow's own INFO and WARNING lines (table creation, pickling caveats) are
+        # noise on a terminal; mlpipe's docs say what they would.
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
     try:
         return int(args.run(args))
     except (MlpipeError, LookupError, ValueError, TypeError, OSError) as error:

@@ -59,15 +59,16 @@ def fingerprint(frame: pd.DataFrame | pd.Series) -> str:
             f"fingerprint() expects a pandas DataFrame or Series, got {type(frame).__name__}."
         )
     h = xxhash.xxh3_128()
+    index_header = _index_header(frame.index)
     header = {
+        "index": index_header,
         "shape": list(frame.shape),
         "columns": [_label(c) for c in frame.columns],
         "dtypes": [str(d) for d in frame.dtypes],
-        "index": _index_header(frame.index),
     }
     _feed(h, _FORMAT)
     _feed(h, json.dumps(header, sort_keys=True).encode())
-    if header["index"]["kind"] != "range":
+    if index_header["kind"] != "range":
         for level in range(frame.index.nlevels):
             _hash_values(h, pd.Series(frame.index.get_level_values(level), copy=False))
     for i in range(frame.shape[1]):
@@ -100,7 +101,7 @@ def _feed_array(h: xxhash.xxh3_128, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    _feed(h, memoryview(array).cast("B"))
+    _feed(h, memoryview(array.data).cast("B"))
 
 
 def _hash_values(h: xxhash.xxh3_128, column: pd.Series) -> None:

@@ -50,6 +50,7 @@ def raw_signature(X: Any, predictions: Any) -> ModelSignature:
             [
                 ColSpec(AnyType() if spec.name in whole else spec.type, spec.name, required=True)
                 for spec in inputs.inputs
+                if isinstance(spec, ColSpec)
             ]
         )
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=params)

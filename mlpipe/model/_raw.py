@@ -37,7 +37,7 @@ def normalize_missing(frame: Any) -> Any:
             continue
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             changed[name] = column.to_numpy(dtype="float64", na_value=np.nan)
-        elif dtype == object and not column.isna().any():
+        elif dtype == np.dtype(object) and not column.isna().any():
             continue
         else:
             values = column.to_numpy(dtype=object, na_value=np.nan, copy=True)

@@ -40,7 +40,7 @@ class _Recorder(cloudpickle.Pickler):
 
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+    return dict(importlib.metadata.packages_distributions())
 
 
 def _installed(module: str) -> bool:
