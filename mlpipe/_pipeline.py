@@ -387,8 +387,9 @@ class LineagePipeline(Pipeline):
     ) -> dict[str, float]:
         splitter = check_cv(self.cv, y, classifier=is_classifier(est))
         n_splits = splitter.get_n_splits(X, y)
-        if len(X) < 2 * n_splits:
-            tags[schema.EVALUATION] = f"skipped: {len(X)} rows are too few for {n_splits} folds"
+        n_rows = X.shape[0] if hasattr(X, "shape") else len(np.asarray(X))
+        if n_rows < 2 * n_splits:
+            tags[schema.EVALUATION] = f"skipped: {n_rows} rows are too few for {n_splits} folds"
             return {}
         scoring = self.scoring or (
             _CLASSIFIER_SCORING if is_classifier(est) else _REGRESSOR_SCORING

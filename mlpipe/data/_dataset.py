@@ -167,15 +167,21 @@ def log_load(
 
 def as_frame(X: Any, y: Any = None) -> pd.DataFrame:
     """``X`` and ``y`` as one frame, the target last, for fingerprinting and logging."""
-    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+    if isinstance(X, pd.DataFrame):
+        frame = X
+    elif hasattr(X, "tocoo"):  # a scipy sparse matrix or array
+        frame = pd.DataFrame.sparse.from_spmatrix(X)
+    else:
+        frame = pd.DataFrame(np.asarray(X))
     if y is None:
         return frame
-    if isinstance(y, pd.DataFrame) or np.ndim(y) == 2:
-        targets = pd.DataFrame(np.asarray(y)).add_prefix("target_")
+    values = np.asarray(y)
+    if values.ndim == 2:
+        targets = pd.DataFrame(values).add_prefix("target_")
     else:
         label = getattr(y, "name", None)
         label = label if isinstance(label, str) and label not in frame.columns else "target"
-        targets = pd.DataFrame({label: np.asarray(y)})
+        targets = pd.DataFrame({label: values})
     targets.index = frame.index
     return pd.concat([frame, targets], axis=1)
 

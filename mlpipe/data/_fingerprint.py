@@ -106,7 +106,9 @@ def _feed_array(h: xxhash.xxh3_128, array: np.ndarray) -> None:
 
 def _hash_values(h: xxhash.xxh3_128, column: pd.Series) -> None:
     dtype = column.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, pd.SparseDtype):
+        _hash_values(h, column.sparse.to_dense())
+    elif isinstance(dtype, pd.CategoricalDtype):
         _hash_values(h, pd.Series(dtype.categories, copy=False))
         _feed(h, b"ordered" if dtype.ordered else b"unordered")
         _feed_array(h, column.cat.codes.to_numpy())

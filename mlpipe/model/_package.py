@@ -74,11 +74,16 @@ def log_raw_model(
     versions of what the pickle refers to, found while pickling, so MLflow does
     not spend seconds inferring them in a subprocess.
     """
-    sample = X.sample(n=min(len(X), _SAMPLE_ROWS), random_state=0) if hasattr(X, "sample") else X
+    if isinstance(X, pd.DataFrame):
+        sample = X.sample(n=min(len(X), _SAMPLE_ROWS), random_state=0)
+        example = X.head(_EXAMPLE_ROWS)
+    else:
+        X = np.asarray(X)
+        sample, example = X[:_SAMPLE_ROWS], X[:_EXAMPLE_ROWS]
     sample = _raw.prepare(sample, dtypes)
     method = fitted.predict if hasattr(fitted, "predict") else fitted.transform
     signature = raw_signature(sample, method(sample))
-    example = _raw.prepare(X.head(_EXAMPLE_ROWS), dtypes) if hasattr(X, "head") else None
+    example = _raw.prepare(example, dtypes)
     model = mlflow.initialize_logged_model(
         name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
     )

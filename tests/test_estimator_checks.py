@@ -1,0 +1,25 @@
+"""scikit-learn's estimator checks, with the failures it accepts for Pipeline itself."""
+
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mlpipe import LineagePipeline
+
+# The same exceptions scikit-learn grants Pipeline (fit replaces the steps it was given).
+PIPELINE_XFAIL = {
+    "check_dont_overwrite_parameters": "Pipeline changes the `steps` parameter.",
+    "check_estimators_overwrite_params": "Pipeline changes the `steps` parameter.",
+}
+
+
+def _instances():
+    return [
+        LineagePipeline([("scaler", StandardScaler()), ("final_estimator", Ridge())]),
+        LineagePipeline([("scaler", StandardScaler()), ("final_estimator", LogisticRegression())]),
+    ]
+
+
+@parametrize_with_checks(_instances(), expected_failed_checks=lambda est: PIPELINE_XFAIL)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
