@@ -210,7 +210,7 @@ class LineagePipeline(Pipeline):
                 raise TypeError("fit(dataset) takes the target from the dataset; pass y=None.")
             dataset, X, y = X, X.X, X.y
         self._check_settings()
-        X = prepare(X, None)
+        raw_X, X = X, prepare(X, None)
         self.input_dtypes_ = dtypes_of(X)
         routed = self._route(params, final)
         self.run_ids_: dict[str, str] = {}
@@ -222,12 +222,9 @@ class LineagePipeline(Pipeline):
             return Xt
         client = mlflow.MlflowClient()
         if dataset is None:
+            frame, target = as_frame(raw_X, y)
             dataset = log_load(
-                as_frame(X, y),
-                name="frame",
-                source="frame:fit",
-                target=None if y is None else "target",
-                project=self.project,
+                frame, name="frame", source="frame:fit", target=target, project=self.project
             )
         entity = dataset_entity(
             dataset.frame,

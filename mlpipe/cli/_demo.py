@@ -23,7 +23,8 @@ def penguins_pipeline() -> LineagePipeline:
 
     numbers = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
     text = make_pipeline(
-        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+        SimpleImputer(strategy="most_frequent"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
     )
     processing = make_column_transformer(
         (numbers, make_column_selector(dtype_include="number")),

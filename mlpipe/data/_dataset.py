@@ -165,8 +165,13 @@ def log_load(
     )
 
 
-def as_frame(X: Any, y: Any = None) -> pd.DataFrame:
-    """``X`` and ``y`` as one frame, the target last, for fingerprinting and logging."""
+def as_frame(X: Any, y: Any = None) -> tuple[pd.DataFrame, str | None]:
+    """``X`` and ``y`` as one frame, the target last, and the target's column name.
+
+    The target keeps its Series name unless that clashes with a feature column; a
+    two-dimensional target becomes ``target_0``, ``target_1``, ... (its name is then
+    None).
+    """
     if isinstance(X, pd.DataFrame):
         frame = X
     elif hasattr(X, "tocoo"):  # a scipy sparse matrix or array
@@ -174,8 +179,9 @@ def as_frame(X: Any, y: Any = None) -> pd.DataFrame:
     else:
         frame = pd.DataFrame(np.asarray(X))
     if y is None:
-        return frame
+        return frame, None
     values = np.asarray(y)
+    label: str | None = None
     if values.ndim == 2:
         targets = pd.DataFrame(values).add_prefix("target_")
     else:
@@ -183,7 +189,7 @@ def as_frame(X: Any, y: Any = None) -> pd.DataFrame:
         label = label if isinstance(label, str) and label not in frame.columns else "target"
         targets = pd.DataFrame({label: values})
     targets.index = frame.index
-    return pd.concat([frame, targets], axis=1)
+    return pd.concat([frame, targets], axis=1), label
 
 
 def dataset_entity(frame: pd.DataFrame, *, name: str, digest: str, source: str) -> DatasetEntity:
