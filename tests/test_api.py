@@ -1,0 +1,21 @@
+"""The public surface is exactly what the docs promise."""
+
+import mlpipe
+
+
+def test_public_api_is_documented_surface():
+    assert sorted(mlpipe.__all__) == sorted(
+        ["Dataset", "LineagePipeline", "__version__", "fingerprint", "load"]
+    )
+    for name in mlpipe.__all__:
+        assert getattr(mlpipe, name) is not None
+
+
+def test_exceptions_also_subclass_builtins():
+    from mlpipe import exceptions
+
+    assert issubclass(exceptions.StageError, ValueError)
+    assert issubclass(exceptions.SerializationError, TypeError)
+    assert all(
+        issubclass(getattr(exceptions, n), exceptions.MlpipeError) for n in exceptions.__all__
+    )

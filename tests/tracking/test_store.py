@@ -1,0 +1,75 @@
+"""Stage experiments, keys and parameter formatting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+
+import mlflow
+import pytest
+from sklearn.compose import make_column_selector
+from sklearn.preprocessing import FunctionTransformer
+
+from mlpipe.exceptions import StageError
+from mlpipe.tracking import _schema as schema
+from mlpipe.tracking._store import (
+    experiment_name,
+    format_key,
+    format_param,
+    get_or_create_experiment,
+    key_time,
+    safe_type,
+    stage_run,
+)
+
+
+def test_experiments_are_found_by_name_and_keep_artifacts_beside_the_store(tracking_store):
+    client = mlflow.MlflowClient()
+    first = get_or_create_experiment(client, "processing")
+    assert get_or_create_experiment(client, "processing") == first
+    location = client.get_experiment(first).artifact_location
+    db = Path(tracking_store.removeprefix("sqlite:///"))
+    assert location == (db.parent / "mlruns" / "processing").as_uri()
+    assert experiment_name("model", "credit") == "credit/model"
+
+
+def test_a_deleted_experiment_is_reported_not_reused():
+    client = mlflow.MlflowClient()
+    client.delete_experiment(get_or_create_experiment(client, "model"))
+    with pytest.raises(StageError, match="'model' exists but is deleted"):
+        get_or_create_experiment(client, "model")
+
+
+def test_keys_are_readable_and_sortable():
+    when = dt.datetime(2019, 2, 9, 15, 30, 0, tzinfo=dt.UTC)
+    key = format_key("plain", when)
+    assert key == "plain@20190209153000"
+    assert key_time(key) == 20190209153000
+    paris = when.astimezone(dt.timezone(dt.timedelta(hours=1)))
+    assert format_key("plain", paris) == key  # always UTC
+    assert safe_type("my table; drop") == "my_table_drop"
+
+
+def test_params_never_show_memory_addresses():
+    assert " at 0x" not in format_param(lambda x: x)
+    assert format_param(FunctionTransformer(func=abs)) == "FunctionTransformer"
+    assert format_param(abs) == "builtins.abs"
+    assert " at 0x" not in format_param(make_column_selector(dtype_include="number"))
+    assert " at 0x" not in format_param(functools.partial(abs))
+    assert format_param([1, "a", None]) == "[1, a, None]"
+    assert len(format_param("x" * 10_000)) == 6000
+
+
+def test_a_stage_run_ends_finished_or_failed():
+    client = mlflow.MlflowClient()
+    with stage_run(client, stage="model", type_="rf", project=None, upstream=[]) as run:
+        run.log(params={f"p{i}": i for i in range(250)}, metrics={"m": 1.0})
+    finished = client.get_run(run.run_id)
+    assert finished.info.status == "FINISHED"
+    assert len(finished.data.params) == 250
+    with pytest.raises(ZeroDivisionError):
+        with stage_run(client, stage="model", type_="rf", project=None, upstream=[]) as run:
+            1 / 0  # noqa: B018
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    assert client.get_run(run.run_id).data.tags[schema.KEY] != finished.data.tags[schema.KEY]
