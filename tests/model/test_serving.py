@@ -1,0 +1,206 @@
+"""A real ``mlflow models serve`` process answers raw penguin records over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from mlpipe import LineagePipeline
+from mlpipe.cli._demo import penguins_pipeline
+from tests.model._helpers import free_port, penguins, rows_with_nulls, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+_START_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    url: str
+    pipe: LineagePipeline
+    X: pd.DataFrame
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    # The server runs uvicorn as its own child: end the whole session it leads.
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"mlflow models serve exited with {process.returncode} before answering:\n"
+                + log.read_text(errors="replace")[-10000:]
+            )
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(
+        f"mlflow models serve did not answer /ping within {_START_TIMEOUT:.0f} s:\n"
+        + log.read_text(errors="replace")[-10000:]
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    # The autouse store is per test; the server lives for the module, so it gets its own.
+    home = Path(tempfile.mkdtemp(prefix="mlpipe-serving-"))
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    X, y = penguins()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(home)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            pipe = penguins_pipeline().fit(X, y)
+        finally:
+            # Between tests no URI is set (see conftest.py); leave it so.
+            mlflow.set_tracking_uri(None)
+    port = free_port()
+    log = home / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(pipe.model_uri_),
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=home,
+            env=subprocess_env(uri),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(process, url, log)
+        yield Server(url=url, pipe=pipe, X=X)
+    finally:
+        _stop(process)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _invoke(server: Server, body: dict[str, Any]) -> Any:
+    response = requests.post(
+        f"{server.url}/invocations",
+        data=json.dumps(body, allow_nan=False),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def _split(frame: pd.DataFrame) -> dict[str, Any]:
+    # pandas writes NaN and None as JSON null, as a client in any language would.
+    body = json.loads(frame.to_json(orient="split", index=False))
+    assert any(v is None for row in body["data"] for v in row)
+    return body
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    records = json.loads(frame.to_json(orient="records"))
+    assert any(v is None for record in records for v in record.values())
+    return records
+
+
+def test_dataframe_split_with_nulls(server: Server) -> None:
+    rows = rows_with_nulls(server.X)
+    predictions = _invoke(server, {"dataframe_split": _split(rows)})
+    expected = server.pipe.predict(rows)
+    assert len(expected) == len(rows)
+    assert predictions == expected.tolist()
+
+
+def test_dataframe_records_with_nulls(server: Server) -> None:
+    rows = rows_with_nulls(server.X, n=20)
+    # A null where training only saw integers must not be rejected or misread.
+    rows.loc[rows.index[-1], "year"] = np.nan
+    predictions = _invoke(server, {"dataframe_records": _records(rows)})
+    assert predictions == server.pipe.predict(rows).tolist()
+
+
+def test_every_penguin_served_as_records(server: Server) -> None:
+    predictions = _invoke(server, {"dataframe_records": _records(server.X)})
+    expected = server.pipe.predict(server.X)
+    assert predictions == expected.tolist()
+    assert len(set(predictions)) == 3
+
+
+def test_one_incomplete_record_per_request(server: Server) -> None:
+    # Production sends one record at a time: a column may then hold nothing but null.
+    incomplete = server.X[server.X.isna().any(axis=1)]
+    assert len(incomplete) >= 5
+    classes = [str(c) for c in server.pipe.classes_]
+    for index in incomplete.index:
+        row = server.X.loc[[index]]
+        (served,) = _invoke(
+            server, {"dataframe_records": _records(row), "params": {"method": "predict_proba"}}
+        )
+        np.testing.assert_allclose(
+            [served[c] for c in classes],
+            server.pipe.predict_proba(row)[0],
+            rtol=1e-12,
+            atol=1e-15,
+            err_msg=f"penguin {index}: {row.iloc[0].to_dict()}",
+        )
+
+
+def test_predict_proba_param(server: Server) -> None:
+    rows = rows_with_nulls(server.X)
+    served = _invoke(
+        server, {"dataframe_split": _split(rows), "params": {"method": "predict_proba"}}
+    )
+    classes = [str(c) for c in server.pipe.classes_]
+    expected = server.pipe.predict_proba(rows)
+    assert isinstance(served, list) and len(served) == len(rows)
+    assert all(list(record) == classes for record in served)
+    got = np.array([[record[c] for c in classes] for record in served])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0)
+
+
+def test_missing_column_is_a_client_error(server: Server) -> None:
+    rows = rows_with_nulls(server.X).drop(columns="body_mass_g")
+    response = requests.post(
+        f"{server.url}/invocations",
+        json={"dataframe_split": _split(rows)},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "body_mass_g" in response.text
