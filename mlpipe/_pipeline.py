@@ -20,7 +20,13 @@ from sklearn.utils.metadata_routing import process_routing
 from sklearn.utils.metaestimators import available_if
 
 from mlpipe._version import __version__
-from mlpipe.data._dataset import Dataset, as_frame, dataset_entity, log_load, log_training_input
+from mlpipe.data._dataset import (
+    Dataset,
+    as_frame,
+    log_load,
+    log_training_input,
+    training_inputs,
+)
 from mlpipe.exceptions import StageError
 from mlpipe.model._package import dtypes_of, log_raw_model
 from mlpipe.model._raw import prepare
@@ -226,14 +232,9 @@ class LineagePipeline(Pipeline):
             dataset = log_load(
                 frame, name="frame", source="frame:fit", target=target, project=self.project
             )
-        entity = dataset_entity(
-            dataset.frame,
-            name=store.safe_type(dataset.name),
-            digest=dataset.fingerprint,
-            source=dataset.source,
-        )
-        self.run_ids_ = {schema.LOAD_STAGE: dataset.run_id}
-        upstream = [(schema.LOAD_STAGE, dataset.key, dataset.run_id)]
+        inputs = training_inputs(client, dataset)
+        self.run_ids_ = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
+        upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         common_tags = {schema.VERSION: __version__}
         commit = store.git_commit()
         if commit:
@@ -251,7 +252,7 @@ class LineagePipeline(Pipeline):
                 upstream=upstream,
                 tags=tags,
             ) as run:
-                log_training_input(client, run.run_id, entity)
+                log_training_input(client, run.run_id, inputs)
                 start = time.perf_counter()
                 Xt = self._fit_step(est, Xt, y, routed[name], final if i == self._last else None)
                 seconds = time.perf_counter() - start

@@ -5,7 +5,9 @@ Each class also subclasses the matching builtin, so callers can catch either.
 
 __all__ = [
     "MlpipeError",
+    "NotFoundError",
     "SerializationError",
+    "SourceError",
     "StageError",
 ]
 
@@ -20,3 +22,11 @@ class SerializationError(MlpipeError, TypeError):
 
 class StageError(MlpipeError, ValueError):
     """A pipeline or one of its stages is set up in a way mlpipe cannot log."""
+
+
+class SourceError(MlpipeError, ValueError):
+    """Data could not be read from its source (a database, a file)."""
+
+
+class NotFoundError(MlpipeError, LookupError):
+    """No run matches what was asked for; the message lists what exists instead."""

@@ -1,4 +1,4 @@
-"""Load runs and the Dataset they describe."""
+"""Load runs and the Dataset they describe: one version of the data, reloadable exactly."""
 
 from __future__ import annotations
 
@@ -6,18 +6,31 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from mlflow.data.dataset_source_registry import register_dataset_source, resolve_dataset_source
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag
+from mlflow.entities import DatasetInput, InputTag, ViewType
 from mlflow.models import infer_signature
 
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
+from mlpipe.data._sources import (
+    DEFAULT_CHUNKSIZE,
+    SQLDatasetSource,
+    is_database_url,
+    read_file,
+    read_sql,
+    redact,
+)
+from mlpipe.exceptions import NotFoundError, SourceError
 from mlpipe.tracking import _schema as schema
 from mlpipe.tracking import _store as store
 
@@ -26,14 +39,19 @@ __all__ = ["Dataset", "load"]
 logger = logging.getLogger("mlpipe")
 
 _SCHEMA_ROWS = 100
+_LOAD_EXPERIMENT_HINT = "Load one with mlpipe.load(...)"
+
+# MLflow annotates the argument as an instance, but registers classes.
+register_dataset_source(SQLDatasetSource)  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """One version of the data, logged as a ``load`` stage run.
 
-    Create it with :func:`mlpipe.load`; pass it to :meth:`LineagePipeline.fit`
-    so that the first stage points at this load run.
+    Create it with :func:`mlpipe.load`, find an earlier one with :meth:`find` or
+    :meth:`from_run`, and pass it to :meth:`LineagePipeline.fit` so that the first
+    stage points at its load run(s).
 
     Attributes
     ----------
@@ -42,27 +60,30 @@ class Dataset:
     target : str or None
         The target column, if any.
     name : str
-        The type of the load run: table, query or frame name.
+        The type of the load run: table name, query name, file stem or frame name.
     source : str
-        Where the data came from.
-    run_id : str
-        The load run.
-    key : str
-        The load run's stage key ``name@yyyymmddHHMMSS``.
+        Where the data came from (a database URL has its password redacted).
+    run_id : str or None
+        The load run; None for a dataset merged from several load runs.
+    key : str or None
+        The load run's stage key ``name@yyyymmddHHMMSS``; None when merged.
     fingerprint : str
         :func:`mlpipe.fingerprint` of ``frame``.
-    retrieved_at : datetime.datetime
-        When the data was retrieved (UTC).
+    retrieved_at : datetime.datetime or None
+        When the data was retrieved (UTC); None when merged.
+    loads : tuple of (key, run_id)
+        Every load run this data comes from: one, or several after :meth:`merge`.
     """
 
     frame: pd.DataFrame
     target: str | None
     name: str
     source: str
-    run_id: str
-    key: str
+    run_id: str | None
+    key: str | None
     fingerprint: str
-    retrieved_at: dt.datetime
+    retrieved_at: dt.datetime | None
+    loads: tuple[tuple[str, str], ...]
 
     @property
     def X(self) -> pd.DataFrame:
@@ -76,37 +97,236 @@ class Dataset:
 
     def __repr__(self) -> str:
         rows, cols = self.frame.shape
-        return f"Dataset({self.key!r}, rows={rows}, columns={cols}, run_id={self.run_id!r})"
+        label = self.key or "+".join(key for key, _ in self.loads)
+        return f"Dataset({label!r}, rows={rows}, columns={cols})"
+
+    def merge(self, right: Dataset, *, target: str | None = None, **kwargs: Any) -> Dataset:
+        """Join with another dataset, as :meth:`pandas.DataFrame.merge` does.
+
+        The result is not a load run itself: it remembers the load runs of both
+        sides, and a pipeline fitted on it points at all of them.
+
+        Parameters
+        ----------
+        right : Dataset
+        target : str, optional
+            The target of the result; default: this dataset's target.
+        **kwargs
+            Passed to :meth:`pandas.DataFrame.merge` (``on``, ``how``, ...).
+
+        Returns
+        -------
+        Dataset
+        """
+        frame = self.frame.merge(right.frame, **kwargs)
+        target = target if target is not None else self.target
+        if target is not None and target not in frame.columns:
+            raise KeyError(f"Target {target!r} is not a column of the merged data.")
+        return Dataset(
+            frame=frame,
+            target=target,
+            name=f"{self.name}+{right.name}",
+            source=f"merge of {self.source} and {right.source}",
+            run_id=None,
+            key=None,
+            fingerprint=fingerprint(frame),
+            retrieved_at=None,
+            loads=self.loads + right.loads,
+        )
+
+    @classmethod
+    def from_run(cls, run_id: str) -> Dataset:
+        """The exact data a load run saw, read back from its snapshot.
+
+        Parameters
+        ----------
+        run_id : str
+            A ``load`` stage run.
+
+        Returns
+        -------
+        Dataset
+            Same content, dtypes and fingerprint as when it was loaded.
+
+        Raises
+        ------
+        NotFoundError
+            If the run is not a load run or has no snapshot.
+        """
+        run = mlflow.MlflowClient().get_run(run_id)
+        tags = run.data.tags
+        if tags.get(schema.STAGE) != schema.LOAD_STAGE:
+            raise NotFoundError(
+                f"Run {run_id} is not a load run (its stage is {tags.get(schema.STAGE)!r})."
+            )
+        if schema.SNAPSHOT not in tags:
+            raise NotFoundError(
+                f"Load run {run_id} ({tags.get(schema.KEY)}) has no snapshot: it was loaded "
+                "with snapshot=False."
+            )
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=tags[schema.SNAPSHOT]
+        )
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_pickle(path)
+        digest = fingerprint(frame)
+        if digest != tags[schema.FINGERPRINT]:
+            raise SourceError(
+                f"The snapshot of load run {run_id} does not match its fingerprint "
+                f"({digest} != {tags[schema.FINGERPRINT]}): the artifact was altered."
+            )
+        key = tags[schema.KEY]
+        return cls(
+            frame=frame,
+            target=run.data.params.get(schema.TARGET) or None,
+            name=tags[schema.TYPE],
+            source=tags[schema.SOURCE],
+            run_id=run_id,
+            key=key,
+            fingerprint=digest,
+            retrieved_at=_key_datetime(key),
+            loads=((key, run_id),),
+        )
+
+    @classmethod
+    def find(
+        cls, name: str, date: str | dt.date | None = None, *, project: str | None = None
+    ) -> Dataset:
+        """The newest version of ``name`` retrieved on ``date`` (UTC), or an exact key.
+
+        Parameters
+        ----------
+        name : str
+            A table (query, file, frame) name, or an exact key such as
+            ``"transactions@20190209153000"``.
+        date : str or datetime.date, optional
+            ``"2019-02-09"``; default: the newest version on any date.
+        project : str, optional
+            The project prefix the data was loaded under.
+
+        Returns
+        -------
+        Dataset
+
+        Raises
+        ------
+        NotFoundError
+            If there is none; the message lists the dates that exist.
+        """
+        return cls.from_run(find_load_run(name, date, project=project))
+
+
+def _key_datetime(key: str) -> dt.datetime:
+    stamp = dt.datetime.strptime(key.rsplit("@", 1)[1], "%Y%m%d%H%M%S")
+    return stamp.replace(tzinfo=dt.UTC)
+
+
+def _day(date: str | dt.date) -> str:
+    if isinstance(date, dt.date):
+        return date.strftime("%Y%m%d")
+    try:
+        return dt.date.fromisoformat(date).strftime("%Y%m%d")
+    except ValueError:
+        raise ValueError(f"Expected a date such as '2019-02-09', got {date!r}.") from None
+
+
+def find_load_run(
+    name: str, date: str | dt.date | None = None, *, project: str | None = None
+) -> str:
+    """The run id of the newest FINISHED load of ``name`` on ``date``, or of an exact key."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(store.experiment_name(schema.LOAD_STAGE, project))
+    if experiment is None:
+        raise NotFoundError(
+            f"Nothing was loaded yet (no experiment {schema.LOAD_STAGE!r}). "
+            f"{_LOAD_EXPERIMENT_HINT}."
+        )
+    if "@" in name:
+        wanted = f"tags.`{schema.KEY}` = '{name}'"
+        type_ = name.rsplit("@", 1)[0]
+    else:
+        type_ = store.safe_type(name)
+        prefix = f"{type_}@{_day(date)}" if date is not None else f"{type_}@"
+        wanted = f"tags.`{schema.KEY}` LIKE '{prefix}%'"
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"{wanted} and attributes.status = 'FINISHED'",
+        order_by=[f"metrics.{schema.KEY_TIME} DESC"],
+        max_results=1,
+    )
+    if runs:
+        return str(runs[0].info.run_id)
+    existing = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{schema.TYPE}` = '{type_}' and attributes.status = 'FINISHED'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=5000,
+    )
+    dates = sorted({_key_datetime(r.data.tags[schema.KEY]).date().isoformat() for r in existing})
+    when = f" on {date}" if date is not None and "@" not in name else ""
+    if dates:
+        raise NotFoundError(
+            f"No load of {name!r}{when} in experiment {experiment.name!r}. "
+            f"Loads of {type_!r} exist on: {', '.join(dates)}."
+        )
+    names = client.search_runs([experiment.experiment_id], max_results=500)
+    known = sorted({r.data.tags.get(schema.TYPE, "") for r in names} - {""})
+    raise NotFoundError(
+        f"No load of {type_!r} in experiment {experiment.name!r}. "
+        f"Loaded data: {', '.join(known) or 'none'}."
+    )
 
 
 def load(
-    source: pd.DataFrame,
+    source: str | Path | pd.DataFrame,
     *,
+    table: str | list[str] | None = None,
+    query: str | None = None,
     name: str | None = None,
     target: str | None = None,
     project: str | None = None,
-) -> Dataset:
-    """Log a data version as a ``load`` stage run and return it as a :class:`Dataset`.
+    snapshot: bool = True,
+    chunksize: int = DEFAULT_CHUNKSIZE,
+) -> Any:
+    """Read a data version and log it as a ``load`` stage run.
+
+    The run records the source (a URL's password redacted), the retrieval time (its
+    stage key ``name@yyyymmddHHMMSS``, UTC), row and column counts, the schema, the
+    full :func:`~mlpipe.fingerprint` and, by default, a Parquet snapshot from which
+    :meth:`Dataset.from_run` reloads exactly this data. It is also an MLflow dataset
+    input of the run, with a source MLflow can load again.
 
     Parameters
     ----------
-    source : pandas.DataFrame
-        The data, target column included.
-    name : str
-        What the data is called: the type of the load run.
+    source : str, path or pandas.DataFrame
+        A SQLAlchemy database URL (``sqlite:///shop.db``,
+        ``postgresql://user@host/db``) with ``table=`` or ``query=``; a CSV or
+        Parquet file; or a DataFrame with ``name=``.
+    table : str or list of str, optional
+        Table to read (``schema.table`` works). A list reads each table as its own
+        load run and returns a list of datasets.
+    query : str, optional
+        SQL query to run instead of reading a table; give it a ``name=``.
+    name : str, optional
+        What the data is called: the type of the load run. Defaults to the table
+        name, the file stem, or ``"query"``; required for a DataFrame.
     target : str, optional
         The column to predict.
     project : str, optional
         Experiment prefix: the run goes to ``<project>/load``.
+    snapshot : bool, default=True
+        Store the data as an artifact of the run, so :meth:`Dataset.from_run` can
+        reload it exactly.
+    chunksize : int, default=100000
+        Rows read from a database at a time.
 
     Returns
     -------
-    Dataset
+    Dataset, or list of Dataset when ``table`` is a list
 
     Raises
     ------
-    TypeError
-        If ``source`` is not a DataFrame.
+    SourceError
+        If the source cannot be read; the message never shows a password.
     KeyError
         If ``target`` is not a column of the data.
 
@@ -116,16 +336,55 @@ def load(
     >>> ds = mlpipe.load(pd.DataFrame({"x": [1, 2], "y": [0, 1]}), name="toy", target="y")
     >>> ds.key.startswith("toy@"), list(ds.X.columns)
     (True, ['x'])
+    >>> mlpipe.Dataset.from_run(ds.run_id).fingerprint == ds.fingerprint
+    True
     """
-    if not isinstance(source, pd.DataFrame):
-        raise TypeError(f"load() expects a pandas DataFrame, got {type(source).__name__}.")
-    if name is None:
-        raise TypeError("load(frame) needs name=: what the data is called, e.g. name='credit'.")
-    if target is not None and target not in source.columns:
-        raise KeyError(
-            f"Target column {target!r} is not in the data; its columns are {list(source.columns)}."
+    options = {"target": target, "project": project, "snapshot": snapshot}
+    if isinstance(table, list | tuple):
+        return [
+            load(source, table=t, name=None, chunksize=chunksize, **options)  # type: ignore[arg-type]
+            for t in table
+        ]
+    if isinstance(source, pd.DataFrame):
+        if name is None:
+            raise TypeError("load(frame) needs name=: what the data is called, e.g. name='credit'.")
+        return log_load(source, name=name, source=f"frame:{name}", **options)  # type: ignore[arg-type]
+    if not isinstance(source, str | Path):
+        raise TypeError(
+            "load() expects a database URL, a CSV or Parquet path, or a pandas DataFrame; "
+            f"got {type(source).__name__}."
         )
-    return log_load(source, name=name, source=f"frame:{name}", target=target, project=project)
+    if isinstance(source, str) and is_database_url(source):
+        frame = read_sql(source, table=table, query=query, chunksize=chunksize)
+        origin = SQLDatasetSource(source, table=table, query=query)
+        label = redact(source) + (f"#table={table}" if table else "#query")
+        return log_load(
+            frame,
+            name=name or table or "query",
+            source=label,
+            dataset_source=origin,
+            params={"table": table} if table else {"query": query},
+            **options,  # type: ignore[arg-type]
+        )
+    if table is not None or query is not None:
+        raise SourceError(
+            f"table= and query= need a database URL such as sqlite:///shop.db; got {str(source)!r}."
+        )
+    path = Path(source).resolve()
+    frame = read_file(path)
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice and then warns that a
+        # path "can be interpreted in multiple ways": both are the same class.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        file_source = resolve_dataset_source(str(path))
+    return log_load(
+        frame,
+        name=name or path.stem,
+        source=str(path),
+        dataset_source=file_source,
+        params={"file": str(path)},
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def log_load(
@@ -135,8 +394,15 @@ def log_load(
     source: str,
     target: str | None,
     project: str | None,
+    snapshot: bool = True,
+    dataset_source: Any = None,
+    params: dict[str, Any] | None = None,
 ) -> Dataset:
     """Log the load run of ``frame`` and return its Dataset."""
+    if target is not None and target not in frame.columns:
+        raise KeyError(
+            f"Target column {target!r} is not in the data; its columns are {list(frame.columns)}."
+        )
     digest = fingerprint(frame)
     client = mlflow.MlflowClient()
     tags = {schema.FINGERPRINT: digest, schema.SOURCE: source, schema.VERSION: __version__}
@@ -145,14 +411,19 @@ def log_load(
     ) as run:
         run.log(
             params={
+                schema.SOURCE_PARAM: source,
                 schema.ROWS: frame.shape[0],
                 schema.COLUMNS: frame.shape[1],
                 schema.TARGET: target,
+                **(params or {}),
             }
         )
-        entity = dataset_entity(frame, name=store.safe_type(name), digest=digest, source=source)
-        log_training_input(client, run.run_id, entity)
-    retrieved = dt.datetime.strptime(run.key.rsplit("@", 1)[1], "%Y%m%d%H%M%S")
+        entity = dataset_entity(
+            frame, name=store.safe_type(name), digest=digest, source=source, origin=dataset_source
+        )
+        log_training_input(client, run.run_id, [entity])
+        if snapshot:
+            run.log(tags={schema.SNAPSHOT: _log_snapshot(client, run.run_id, frame)})
     return Dataset(
         frame=frame,
         target=target,
@@ -161,8 +432,29 @@ def log_load(
         run_id=run.run_id,
         key=run.key,
         fingerprint=digest,
-        retrieved_at=retrieved.replace(tzinfo=dt.UTC),
+        retrieved_at=_key_datetime(run.key),
+        loads=((run.key, run.run_id),),
     )
+
+
+def _log_snapshot(client: mlflow.MlflowClient, run_id: str, frame: pd.DataFrame) -> str:
+    """Store ``frame`` as an artifact; return its artifact path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, schema.SNAPSHOT_FILE)
+        exact = False
+        if all(isinstance(c, str) for c in frame.columns):
+            try:
+                frame.to_parquet(path)
+                exact = fingerprint(pd.read_parquet(path)) == fingerprint(frame)
+            except (ValueError, TypeError, ImportError, pa.ArrowException) as error:
+                logger.info("Snapshot falls back to pickle: %s", error)
+        if not exact:
+            # Non-string column names, mixed-type object columns and other things
+            # Parquet cannot hold exactly.
+            path = Path(tmp, schema.SNAPSHOT_PICKLE)
+            frame.to_pickle(path)
+        client.log_artifact(run_id, str(path), schema.SNAPSHOT_DIR)
+        return f"{schema.SNAPSHOT_DIR}/{path.name}"
 
 
 def as_frame(X: Any, y: Any = None) -> tuple[pd.DataFrame, str | None]:
@@ -192,11 +484,14 @@ def as_frame(X: Any, y: Any = None) -> tuple[pd.DataFrame, str | None]:
     return pd.concat([frame, targets], axis=1), label
 
 
-def dataset_entity(frame: pd.DataFrame, *, name: str, digest: str, source: str) -> DatasetEntity:
+def dataset_entity(
+    frame: pd.DataFrame, *, name: str, digest: str, source: str, origin: Any = None
+) -> DatasetEntity:
     """The MLflow dataset entity of a frame, built without re-reading the whole frame.
 
     ``mlflow.data.from_pandas`` would re-infer the schema of every row and hash
-    only the first 10,000; the full fingerprint is already known.
+    only the first 10,000; the full fingerprint is already known. ``origin`` is an
+    MLflow ``DatasetSource`` that can load the data again, when there is one.
     """
     head = frame.head(_SCHEMA_ROWS)
     head = head.set_axis([str(c) for c in head.columns], axis=1)
@@ -209,17 +504,32 @@ def dataset_entity(frame: pd.DataFrame, *, name: str, digest: str, source: str) 
         logger.info("Dataset %r is logged without a schema: %s", name, error)
         schema_json = None
     profile = json.dumps({"num_rows": int(frame.shape[0]), "num_elements": int(frame.size)})
+    if origin is None:
+        source_type, source_json = "code", json.dumps({"tags": {schema.SOURCE: source}})
+    else:
+        source_type, source_json = origin._get_source_type(), origin.to_json()
     return DatasetEntity(
         name=name,
         digest=digest[:36],
-        source_type="code",
-        source=json.dumps({"tags": {schema.SOURCE: source}}),
+        source_type=source_type,
+        source=source_json,
         schema=schema_json,
         profile=profile,
     )
 
 
-def log_training_input(client: mlflow.MlflowClient, run_id: str, entity: DatasetEntity) -> None:
-    """Record ``entity`` as the training input of a run."""
+def log_training_input(
+    client: mlflow.MlflowClient, run_id: str, entities: list[DatasetEntity]
+) -> None:
+    """Record ``entities`` as the training inputs of a run."""
     tag = InputTag(key="mlflow.data.context", value=schema.TRAINING_CONTEXT)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=[tag])])
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=e, tags=[tag]) for e in entities])
+
+
+def training_inputs(client: mlflow.MlflowClient, dataset: Dataset) -> list[DatasetEntity]:
+    """The dataset entities of ``dataset``'s load runs, to log on the stages fitted on it."""
+    entities = []
+    for _, run_id in dataset.loads:
+        inputs = client.get_run(run_id).inputs
+        entities += [i.dataset for i in (inputs.dataset_inputs if inputs else [])]
+    return entities

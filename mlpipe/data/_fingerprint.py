@@ -139,6 +139,8 @@ def _hash_values(h: xxhash.xxh3_128, column: pd.Series) -> None:
 def _hash_objects(h: xxhash.xxh3_128, column: pd.Series) -> None:
     try:
         array = pa.array(column, from_pandas=True)
+        if isinstance(array, pa.ChunkedArray):  # chunking is storage, not content
+            array = array.combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         array = None
     if array is not None and (

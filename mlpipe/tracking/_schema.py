@@ -20,8 +20,10 @@ GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
 # Tags on load runs.
 FINGERPRINT = "mlpipe.fingerprint"  # the full fingerprint (the dataset digest is capped)
 SOURCE = "mlpipe.source"  # where the data came from, passwords redacted
+SNAPSHOT = "mlpipe.snapshot"  # artifact path of the data snapshot
 
-# Parameters on load runs.
+# Parameters on load runs (plus "table", "query" or "file").
+SOURCE_PARAM = "source"
 ROWS = "rows"
 COLUMNS = "columns"
 TARGET = "target"
@@ -37,6 +39,9 @@ CV_PREFIX = "cv_"  # cv_<scorer>_mean and cv_<scorer>_std
 BEST_PARAM_PREFIX = "best."  # best parameters of a search used as the final step
 
 # Artifacts.
+SNAPSHOT_DIR = "data"  # the load run's snapshot: data/snapshot.parquet (or .pkl)
+SNAPSHOT_FILE = "snapshot.parquet"
+SNAPSHOT_PICKLE = "snapshot.pkl"
 STAGE_ARTIFACT = "stage"  # directory holding the fitted stage
 STAGE_FILE = "stage.pkl"
 CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table

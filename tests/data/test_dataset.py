@@ -30,7 +30,7 @@ def test_load_logs_one_load_run_with_the_full_fingerprint():
 
 
 def test_load_errors_say_what_was_expected():
-    with pytest.raises(TypeError, match="expects a pandas DataFrame, got dict"):
+    with pytest.raises(TypeError, match="or a pandas DataFrame; got dict"):
         mlpipe.load({"a": [1]}, name="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="needs name="):
         mlpipe.load(pd.DataFrame({"a": [1]}))
