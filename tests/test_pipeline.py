@@ -364,3 +364,11 @@ def test_pyfunc_equals_pipeline_on_generated_training_frames(data):
         pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
         model = mlflow.pyfunc.load_model(pipe.model_uri_)
         np.testing.assert_array_equal(model.predict(X), pipe.predict(X))
+
+
+def test_a_chain_without_a_predictor_serves_its_transform(penguins):
+    X, _ = penguins
+    numbers = X.select_dtypes("number").dropna()
+    pipe = mlpipe.LineagePipeline([("processing", StandardScaler())]).fit(numbers)
+    model = mlflow.pyfunc.load_model(pipe.model_uri_)
+    np.testing.assert_allclose(model.predict(numbers), pipe.transform(numbers))

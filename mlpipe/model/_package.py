@@ -27,16 +27,16 @@ _SAMPLE_ROWS = 1000
 _EXAMPLE_ROWS = 5
 
 
-def raw_signature(X: Any, predictions: Any) -> ModelSignature:
+def raw_signature(X: Any, predictions: Any, method: str = "predict") -> ModelSignature:
     """The signature of the raw-input model, inferred from a sample of raw input.
 
     Integer columns are declared ``Any`` rather than ``long``: MLflow would reject a
     served ``null`` there and silently truncate a served ``1.5`` to ``1``. The model
     itself turns such values into floats (see :func:`mlpipe.model._raw.prepare`).
     Every column is required to be present and every column may hold nulls.
-    ``params`` declares ``method`` (``"predict"`` by default).
+    ``params`` declares ``method``, whose default is ``method``.
     """
-    params = ParamSchema([ParamSpec("method", DataType.string, "predict")])
+    params = ParamSchema([ParamSpec("method", DataType.string, method)])
     whole: list[str] = []
     if isinstance(X, pd.DataFrame):
         whole = [c for c, d in X.dtypes.items() if isinstance(d, np.dtype) and d.kind in "iu"]
@@ -81,8 +81,8 @@ def log_raw_model(
         X = np.asarray(X)
         sample, example = X[:_SAMPLE_ROWS], X[:_EXAMPLE_ROWS]
     sample = _raw.prepare(sample, dtypes)
-    method = fitted.predict if hasattr(fitted, "predict") else fitted.transform
-    signature = raw_signature(sample, method(sample))
+    method = "predict" if hasattr(fitted, "predict") else "transform"
+    signature = raw_signature(sample, getattr(fitted, method)(sample), method)
     example = _raw.prepare(example, dtypes)
     model = mlflow.initialize_logged_model(
         name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
