@@ -19,10 +19,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metadata_routing import process_routing
 from sklearn.utils.metaestimators import available_if
 
+from mlpipe._cache import Uncacheable, cache_key, data_key, load_step, lookup
+from mlpipe._graph import render
 from mlpipe._version import __version__
 from mlpipe.data._dataset import (
     Dataset,
     as_frame,
+    find_frame_load,
     log_load,
     log_training_input,
     training_inputs,
@@ -30,9 +33,10 @@ from mlpipe.data._dataset import (
 from mlpipe.exceptions import StageError
 from mlpipe.model._package import dtypes_of, log_raw_model
 from mlpipe.model._raw import prepare
-from mlpipe.model._serialize import dumps
+from mlpipe.model._serialize import dumps, referenced_modules
 from mlpipe.tracking import _schema as schema
 from mlpipe.tracking import _store as store
+from mlpipe.tracking._query import lineage
 
 __all__ = ["LineagePipeline"]
 
@@ -116,6 +120,12 @@ class LineagePipeline(Pipeline):
         Scorers for the evaluation, as in ``cross_validate``. By default accuracy,
         balanced accuracy and macro F1 for a classifier, R², RMSE and MAE for a
         regressor.
+    cache : bool, default=True
+        Reuse a stage already fitted on the same inputs with the same code and
+        parameters (a FINISHED run with the same cache key) instead of refitting it.
+    types : dict of str to str, optional
+        The type of each stage run, by step name (``{"processing": "plain",
+        "model": "logreg"}``); by default the step's class name.
 
     Attributes
     ----------
@@ -125,6 +135,8 @@ class LineagePipeline(Pipeline):
     model_uri_ : str or None
         URI of the raw-input pyfunc model, for ``mlflow.pyfunc.load_model`` and
         ``mlflow models serve``; None when no model was logged.
+    reused_ : list of str
+        The stages taken from earlier runs instead of being refitted.
     input_dtypes_ : dict of str to str or None
         The dtypes of the raw input columns after missing values were normalised;
         the raw-input model brings served records back to them.
@@ -162,12 +174,16 @@ class LineagePipeline(Pipeline):
         log_model: bool = True,
         cv: Any = 5,
         scoring: Any = None,
+        cache: bool = True,
+        types: dict[str, str] | None = None,
     ):
         super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
         self.project = project
         self.log_model = log_model
         self.cv = cv
         self.scoring = scoring
+        self.cache = cache
+        self.types = types
 
     # --- fitting -------------------------------------------------------------------
 
@@ -229,12 +245,18 @@ class LineagePipeline(Pipeline):
         client = mlflow.MlflowClient()
         if dataset is None:
             frame, target = as_frame(raw_X, y)
-            dataset = log_load(
-                frame, name="frame", source="frame:fit", target=target, project=self.project
-            )
+            dataset = None
+            if self.cache:
+                dataset = find_frame_load(client, frame, target=target, project=self.project)
+            if dataset is None:
+                dataset = log_load(
+                    frame, name="frame", source="frame:fit", target=target, project=self.project
+                )
         inputs = training_inputs(client, dataset)
         self.run_ids_ = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
+        self.reused_: list[str] = []
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
+        upstream_key = data_key(dataset.fingerprint, dataset.target)
         common_tags = {schema.VERSION: __version__}
         commit = store.git_commit()
         if commit:
@@ -243,42 +265,156 @@ class LineagePipeline(Pipeline):
         modules: set[str] = set()
         Xt = X
         for i, name, est in self._active_steps():
-            tags = {**common_tags, schema.CLASS: f"{type(est).__module__}.{type(est).__qualname__}"}
-            with store.stage_run(
-                client,
-                stage=name,
-                type_=stage_type(est),
-                project=self.project,
-                upstream=upstream,
-                tags=tags,
-            ) as run:
-                log_training_input(client, run.run_id, inputs)
-                start = time.perf_counter()
-                Xt = self._fit_step(est, Xt, y, routed[name], final if i == self._last else None)
-                seconds = time.perf_counter() - start
-                if self.verbose:
-                    logger.info("Fitted stage %s (%s) in %.2f s", name, run.key, seconds)
-                data, serializer, found = dumps(est)
-                stages.append((name, serializer, data))
-                modules |= found
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp, schema.STAGE_FILE)
-                    path.write_bytes(data)
-                    client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
-                run.log(
-                    params=_flat_params(est),
-                    metrics={schema.FIT_TIME: seconds},
-                    tags={schema.SERIALIZER: serializer},
+            method = final if i == self._last else None
+            type_ = (self.types or {}).get(name) or stage_type(est)
+            key = self._cache_key(name, type_, est, routed[name], upstream_key, method)
+            tags = {
+                **common_tags,
+                schema.CLASS: f"{type(est).__module__}.{type(est).__qualname__}",
+                **({schema.CACHE_KEY: key} if key else {}),
+            }
+            hit = None
+            if key is not None:
+                experiment = store.experiment_name(name, self.project)
+                hit = lookup(
+                    client,
+                    store.get_or_create_experiment(client, experiment),
+                    key,
+                    need_model=i == self._last and self.log_model,
                 )
-                if i == self._last:
-                    self._log_final(run, est, X, y, params, stages, modules)
-            self.run_ids_[name] = run.run_id
-            upstream = [(name, run.key, run.run_id)]
+            if hit is not None:
+                est, data, serializer = load_step(client, hit)
+                self.steps[i] = (name, est)
+                stages.append((name, serializer, data))
+                modules |= referenced_modules(data)
+                self.reused_.append(name)
+                if method is None or method == "fit_transform":
+                    Xt = est.transform(Xt)
+                run_id, run_key = self._reuse(
+                    client, hit, name, type_, upstream, inputs, tags, X, y, stages, modules
+                )
+                logger.info("Reused stage %s from run %s", name, hit.info.run_id)
+            else:
+                with store.stage_run(
+                    client,
+                    stage=name,
+                    type_=type_,
+                    project=self.project,
+                    upstream=upstream,
+                    tags=tags,
+                ) as run:
+                    log_training_input(client, run.run_id, inputs)
+                    start = time.perf_counter()
+                    Xt = self._fit_step(est, Xt, y, routed[name], method)
+                    seconds = time.perf_counter() - start
+                    if self.verbose:
+                        logger.info("Fitted stage %s (%s) in %.2f s", name, run.key, seconds)
+                    data, serializer, found = dumps(est)
+                    stages.append((name, serializer, data))
+                    modules |= found
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = Path(tmp, schema.STAGE_FILE)
+                        path.write_bytes(data)
+                        client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+                    run.log(
+                        params=_flat_params(est),
+                        metrics={schema.FIT_TIME: seconds},
+                        tags={schema.SERIALIZER: serializer},
+                    )
+                    if i == self._last:
+                        self._log_final(run, est, X, y, params, stages, modules)
+                run_id, run_key = run.run_id, run.key
+            self.run_ids_[name] = run_id
+            upstream = [(name, run_key, run_id)]
+            upstream_key = key or f"uncached:{run_id}"
         return Xt
+
+    def _cache_key(
+        self,
+        name: str,
+        type_: str,
+        est: Any,
+        fit_params: dict[str, Any],
+        upstream_key: str,
+        method: str | None,
+    ) -> str | None:
+        """The stage's cache key, or None when it must be fitted whatever the store holds."""
+        if not self.cache or method == "fit_predict":
+            return None
+        if method in (None, "fit_transform") and not hasattr(est, "transform"):
+            return None
+        try:
+            return cache_key(
+                stage=name, type_=type_, estimator=est, fit_params=fit_params, upstream=upstream_key
+            )
+        except Uncacheable as reason:
+            logger.info("Stage %s is not cached: %s", name, reason)
+            return None
+
+    def _reuse(
+        self,
+        client: mlflow.MlflowClient,
+        hit: Any,
+        name: str,
+        type_: str,
+        upstream: list[tuple[str, str, str]],
+        inputs: list[Any],
+        tags: dict[str, str],
+        X: Any,
+        y: Any,
+        stages: list[tuple[str, str, bytes]],
+        modules: set[str],
+    ) -> tuple[str, str]:
+        """Point at a cached stage run; return the (run id, key) the chain continues from.
+
+        The cached run itself serves when it sits on the same upstream runs. Otherwise
+        (the same data or stage fitted under another run) a new run records this chain
+        without refitting: it copies the cached run's parameters and metrics, names it
+        in ``mlpipe.reused_from``, and loads its fitted stage from there.
+        """
+        hit_tags = hit.data.tags
+        model_uri = hit_tags.get(schema.MODEL_URI)
+        if hit_tags.get(schema.UPSTREAM, "") == ",".join(r for _, _, r in upstream):
+            if model_uri:
+                self.model_uri_ = model_uri
+            return hit.info.run_id, hit_tags[schema.KEY]
+        source = hit_tags.get(schema.REUSED_FROM) or hit.info.run_id
+        copied = {
+            schema.REUSED_FROM: source,
+            schema.SERIALIZER: hit_tags.get(schema.SERIALIZER, "cloudpickle"),
+            **({schema.MODEL_URI: model_uri} if model_uri else {}),
+            **(
+                {schema.EVALUATION: hit_tags[schema.EVALUATION]}
+                if schema.EVALUATION in hit_tags
+                else {}
+            ),
+        }
+        with store.stage_run(
+            client,
+            stage=name,
+            type_=type_,
+            project=self.project,
+            upstream=upstream,
+            tags={**tags, **copied},
+        ) as run:
+            log_training_input(client, run.run_id, inputs)
+            metrics = {k: v for k, v in hit.data.metrics.items() if k != schema.KEY_TIME}
+            run.log(params=hit.data.params, metrics=metrics)
+            if model_uri:
+                self.model_uri_ = model_uri
+                self._log_graph(run)
+        return run.run_id, run.key
 
     @property
     def _last(self) -> int:
         return len(self.steps) - 1
+
+    def _log_graph(self, run: store.StageRun) -> None:
+        entries = lineage(run.run_id)
+        reused = {self.run_ids_.get(name, "") for name in self.reused_}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = render(entries, Path(tmp, schema.LINEAGE_GRAPH), reused=reused)
+            run.client.log_artifact(run.run_id, str(path))
 
     def _active_steps(self) -> list[tuple[int, str, Any]]:
         return [(i, n, e) for i, (n, e) in enumerate(self.steps) if e not in _SKIPPED]
@@ -379,6 +515,7 @@ class LineagePipeline(Pipeline):
             )
             tags[schema.MODEL_URI] = self.model_uri_
         run.log(metrics=metrics, tags=tags)
+        self._log_graph(run)
 
     def _cross_validate(
         self, est: Any, X: Any, y: Any, params: dict[str, Any], tags: dict[str, str]
@@ -453,7 +590,7 @@ class LineagePipeline(Pipeline):
         """
         item = super().__getitem__(ind)
         if isinstance(ind, slice):
-            own = ("transform_input", "project", "log_model", "cv", "scoring")
+            own = ("transform_input", "project", "log_model", "cv", "scoring", "cache", "types")
             item.set_params(**{name: getattr(self, name) for name in own})
         return item
 

@@ -5,7 +5,20 @@ import mlpipe
 
 def test_public_api_is_documented_surface():
     assert sorted(mlpipe.__all__) == sorted(
-        ["Dataset", "LineagePipeline", "__version__", "fingerprint", "load"]
+        [
+            "Chain",
+            "Dataset",
+            "LineageEntry",
+            "LineagePipeline",
+            "__version__",
+            "descendants",
+            "find_chain",
+            "fingerprint",
+            "lineage",
+            "lineage_graph",
+            "load",
+            "runs",
+        ]
     )
     for name in mlpipe.__all__:
         assert getattr(mlpipe, name) is not None

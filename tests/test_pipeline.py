@@ -186,6 +186,7 @@ def test_stage_keys_are_unique_under_rapid_successive_fits():
         [("processing", StandardScaler()), ("model", LogisticRegression())],
         cv=None,
         log_model=False,
+        cache=False,
     )
     for _ in range(6):
         clone(pipe).fit(X, y)

@@ -533,3 +533,41 @@ def training_inputs(client: mlflow.MlflowClient, dataset: Dataset) -> list[Datas
         inputs = client.get_run(run_id).inputs
         entities += [i.dataset for i in (inputs.dataset_inputs if inputs else [])]
     return entities
+
+
+def find_frame_load(
+    client: mlflow.MlflowClient, frame: pd.DataFrame, *, target: str | None, project: str | None
+) -> Dataset | None:
+    """An earlier load run of exactly this in-memory frame and target, to fit on again.
+
+    An in-memory frame has no retrieval to record, so refitting on identical data
+    reuses its load run rather than logging a copy.
+    """
+    experiment = client.get_experiment_by_name(store.experiment_name(schema.LOAD_STAGE, project))
+    if experiment is None:
+        return None
+    digest = fingerprint(frame)
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{schema.FINGERPRINT}` = '{digest}' and tags.`{schema.TYPE}` = 'frame' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
+    for run in found:
+        if run.data.params.get(schema.TARGET) == store.format_param(target):
+            key = run.data.tags[schema.KEY]
+            return Dataset(
+                frame=frame,
+                target=target,
+                name="frame",
+                source=run.data.tags[schema.SOURCE],
+                run_id=run.info.run_id,
+                key=key,
+                fingerprint=digest,
+                retrieved_at=_key_datetime(key),
+                loads=((key, run.info.run_id),),
+            )
+    return None

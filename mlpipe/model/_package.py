@@ -31,8 +31,10 @@ def raw_signature(X: Any, predictions: Any, method: str = "predict") -> ModelSig
     """The signature of the raw-input model, inferred from a sample of raw input.
 
     Integer columns are declared ``Any`` rather than ``long``: MLflow would reject a
-    served ``null`` there and silently truncate a served ``1.5`` to ``1``. The model
-    itself turns such values into floats (see :func:`mlpipe.model._raw.prepare`).
+    served ``null`` there and silently truncate a served ``1.5`` to ``1``. Text
+    columns are declared ``Any`` too: MLflow rejects a batch in which a text column
+    holds only nulls (they arrive as float NaN). The model itself brings such values
+    to the training dtypes (see :func:`mlpipe.model._raw.prepare`).
     Every column is required to be present and every column may hold nulls.
     ``params`` declares ``method``, whose default is ``method``.
     """
@@ -48,7 +50,11 @@ def raw_signature(X: Any, predictions: Any, method: str = "predict") -> ModelSig
         # reports by name); any of them may hold nulls.
         inputs = Schema(
             [
-                ColSpec(AnyType() if spec.name in whole else spec.type, spec.name, required=True)
+                ColSpec(
+                    AnyType() if spec.name in whole or spec.type == DataType.string else spec.type,
+                    spec.name,
+                    required=True,
+                )
                 for spec in inputs.inputs
                 if isinstance(spec, ColSpec)
             ]

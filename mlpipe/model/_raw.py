@@ -94,6 +94,9 @@ def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) 
                 column = column.astype(expected)
         elif kind == "f" and column.dtype.kind in "iu":
             column = column.astype(expected)
+        elif kind == "O" and column.dtype.kind != "O" and column.isna().all():
+            # A text column whose every value is missing arrives as float NaN.
+            column = column.astype(object)
         out[name] = column
     return pd.DataFrame(out, index=frame.index)
 

@@ -14,7 +14,7 @@ import cloudpickle
 
 from mlpipe.exceptions import SerializationError
 
-__all__ = ["dumps", "loads", "requirements"]
+__all__ = ["dumps", "installed_distribution", "loads", "referenced_modules", "requirements"]
 
 # Top-level modules always pickled by value: mlpipe's own code must travel with
 # the model, since the model has to load where mlpipe is not installed.
@@ -41,6 +41,14 @@ class _Recorder(cloudpickle.Pickler):
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
     return dict(importlib.metadata.packages_distributions())
+
+
+def installed_distribution(module: str) -> str | None:
+    """The installed distribution that provides top-level ``module``, if any (never mlpipe)."""
+    if module in _ALWAYS_BY_VALUE:
+        return None
+    names = _distributions().get(module)
+    return names[0] if names else None
 
 
 def _installed(module: str) -> bool:
@@ -103,10 +111,11 @@ def dumps(obj: Any) -> tuple[bytes, str, set[str]]:
                 f"{cloudpickle_error!r} and dill with {dill_error!r}. Keep open files, "
                 "connections, locks and generators out of fitted attributes."
             ) from dill_error
-        return data, "dill", _referenced_by_dill(data)
+        return data, "dill", referenced_modules(data)
 
 
-def _referenced_by_dill(data: bytes) -> set[str]:
+def referenced_modules(data: bytes) -> set[str]:
+    """Top-level modules an existing pickle refers to by reference."""
     import pickletools
 
     found: set[str] = set()
@@ -118,7 +127,7 @@ def _referenced_by_dill(data: bytes) -> set[str]:
             strings.append(arg)
         if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
             found.add(strings[-2].partition(".")[0])
-    return found
+    return {m for m in found if _installed(m)}
 
 
 def loads(data: bytes, serializer: str) -> Any:

@@ -14,6 +14,8 @@ CLASS = "mlpipe.class"  # module.qualname of the fitted object
 SERIALIZER = "mlpipe.serializer"  # "cloudpickle" or "dill"
 VERSION = "mlpipe.version"  # the mlpipe version that logged the run
 MODEL_URI = "mlpipe.model_uri"  # on the final stage: the raw-input pyfunc model
+CACHE_KEY = "mlpipe.cache_key"  # the stage cache key (see mlpipe/_cache.py)
+REUSED_FROM = "mlpipe.reused_from"  # the run whose fitted stage this run reuses
 EVALUATION = "mlpipe.evaluation"  # on the final stage: how its metrics were measured
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
 
@@ -45,6 +47,7 @@ SNAPSHOT_PICKLE = "snapshot.pkl"
 STAGE_ARTIFACT = "stage"  # directory holding the fitted stage
 STAGE_FILE = "stage.pkl"
 CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table
+LINEAGE_GRAPH = "lineage.svg"  # on the final stage: the chain as a picture
 MODEL_NAME = "model"  # name of the logged raw-input model
 
 # The MLflow dataset input context of the training data.

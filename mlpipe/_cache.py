@@ -1,0 +1,195 @@
+"""The stage cache: a fitted stage is reused when its type, code, parameters and inputs match.
+
+The cache key of a stage covers: its stage name and type; the class (or function)
+of the step and of everything in its parameters, named by module and qualified
+name with the installed package's version, or, for code that no installed package
+provides (``__main__``, a notebook, a local module), a hash of its source; the
+parameters themselves, canonically; the fit parameters; the mlpipe version; and the
+upstream stage's cache key, which ends in the data's fingerprint and target.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import json
+import logging
+import marshal
+import pickle
+import sys
+import types
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import xxhash
+from mlflow.entities import Run
+
+from mlpipe._version import __version__
+from mlpipe.data._fingerprint import fingerprint
+from mlpipe.model._serialize import installed_distribution, loads
+from mlpipe.tracking import _schema as schema
+
+__all__ = ["Uncacheable", "cache_key", "data_key", "load_step", "lookup"]
+
+logger = logging.getLogger("mlpipe")
+
+
+class Uncacheable(Exception):
+    """A step whose inputs cannot be named reliably: it is always fitted."""
+
+
+def data_key(data_fingerprint: str, target: str | None) -> str:
+    """The upstream key of the first stage: the data and which column is the target."""
+    return f"data:{data_fingerprint}:target={target}"
+
+
+def cache_key(
+    *, stage: str, type_: str, estimator: Any, fit_params: dict[str, Any], upstream: str
+) -> str:
+    """The cache key of fitting ``estimator`` as ``stage`` on the output of ``upstream``.
+
+    Raises
+    ------
+    Uncacheable
+        If some parameter's value cannot be identified (its code has no source).
+    """
+    payload = {
+        "mlpipe": __version__,
+        "stage": stage,
+        "type": type_,
+        "estimator": _canonical(estimator),
+        "fit_params": _canonical(fit_params),
+        "upstream": upstream,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return xxhash.xxh3_128_hexdigest(text.encode())
+
+
+@functools.cache
+def _code_identity_cached(module: str, qualname: str, obj: Any) -> dict[str, Any]:
+    top = module.partition(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        return {"code": f"{module}.{qualname}", "python": sys.version.split()[0]}
+    if top == "mlpipe":
+        return {"code": f"{module}.{qualname}", "version": __version__}
+    distribution = installed_distribution(top)
+    if distribution is not None:
+        version = importlib.metadata.version(distribution)
+        return {"code": f"{module}.{qualname}", "version": f"{distribution}=={version}"}
+    return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+
+
+def _code_identity(obj: Any) -> dict[str, Any]:
+    module = str(getattr(obj, "__module__", None) or "builtins")
+    qualname = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj)))
+    if module == "__main__" or qualname.endswith("<lambda>") or "<locals>" in qualname:
+        # Code that can change between two fits of one session: never cache its identity.
+        return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+    try:
+        return _code_identity_cached(module, qualname, obj)
+    except TypeError:  # unhashable callable object
+        return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+
+
+def _source_hash(obj: Any) -> str:
+    parts = []
+    targets = [obj]
+    if isinstance(obj, type):
+        # Base classes defined outside installed packages change behaviour too.
+        targets = [c for c in obj.__mro__ if c is not object and not _is_installed(c)]
+    for target in targets:
+        try:
+            parts.append(inspect.getsource(target))
+        except (OSError, TypeError):
+            code = getattr(target, "__code__", None)
+            if code is None:
+                raise Uncacheable(f"no source for {target!r}") from None
+            parts.append(marshal.dumps(code).hex())
+    return xxhash.xxh3_128_hexdigest("\n".join(parts).encode())
+
+
+def _is_installed(cls: type) -> bool:
+    top = (cls.__module__ or "").partition(".")[0]
+    return (
+        top in sys.stdlib_module_names
+        or top == "builtins"
+        or (top != "__main__" and installed_distribution(top) is not None)
+    )
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return repr(value)  # nan, inf and -0.0 stay distinct and JSON-safe
+    if isinstance(value, list | tuple):
+        return [type(value).__name__, [_canonical(v) for v in value]]
+    if isinstance(value, dict):
+        return {"dict": sorted(([repr(k), _canonical(v)] for k, v in value.items()))}
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        if data.dtype == object:
+            return {"ndarray": [_canonical(v) for v in data.ravel().tolist()], "shape": data.shape}
+        digest = xxhash.xxh3_128_hexdigest(memoryview(data.data).cast("B"))
+        return {"ndarray": digest, "dtype": str(data.dtype), "shape": list(data.shape)}
+    if isinstance(value, pd.DataFrame | pd.Series):
+        return {"pandas": fingerprint(value)}
+    if isinstance(value, np.generic):
+        return {"numpy": repr(value.item()), "dtype": str(value.dtype)}
+    if isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
+        return _code_identity(value)
+    if isinstance(value, types.MethodType):
+        return {"method": _code_identity(value.__func__), "self": _canonical(value.__self__)}
+    if isinstance(value, functools.partial):
+        return {
+            "partial": _canonical(value.func),
+            "args": _canonical(value.args),
+            "keywords": _canonical(value.keywords),
+        }
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return {
+            "estimator": _code_identity(type(value)),
+            "params": _canonical(value.get_params(deep=False)),
+        }
+    if isinstance(value, np.dtype):
+        return {"dtype": str(value)}
+    state = getattr(value, "__dict__", None)
+    if state is not None:
+        return {"object": _code_identity(type(value)), "state": _canonical(dict(state))}
+    try:
+        pickled = pickle.dumps(value, protocol=4)
+    except Exception as error:
+        raise Uncacheable(f"cannot identify {type(value).__name__}: {error}") from None
+    return {"object": _code_identity(type(value)), "pickle": xxhash.xxh3_128_hexdigest(pickled)}
+
+
+def lookup(
+    client: mlflow.MlflowClient, experiment_id: str, key: str, *, need_model: bool
+) -> Run | None:
+    """The newest FINISHED, non-deleted run of ``experiment_id`` with cache key ``key``."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{schema.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
+    for run in found:
+        if not need_model or schema.MODEL_URI in run.data.tags:
+            return run
+    return None
+
+
+def load_step(client: mlflow.MlflowClient, run: Run) -> tuple[Any, bytes, str]:
+    """The fitted step stored by ``run`` (or the run it reused), its bytes and serializer."""
+    source = run.data.tags.get(schema.REUSED_FROM) or run.info.run_id
+    owner = client.get_run(source) if source != run.info.run_id else run
+    serializer = owner.data.tags.get(schema.SERIALIZER, "cloudpickle")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=source, artifact_path=f"{schema.STAGE_ARTIFACT}/{schema.STAGE_FILE}"
+    )
+    with open(path, "rb") as f:
+        data = f.read()
+    return loads(data, serializer), data, serializer

@@ -1,0 +1,355 @@
+"""Finding stage runs and chains: indexed ``search_runs`` filters, never a scan in Python."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Run, ViewType
+
+from mlpipe.tracking import _schema as schema
+from mlpipe.tracking import _store as store
+
+__all__ = ["Chain", "LineageEntry", "descendants", "find_chain", "lineage", "runs"]
+
+_MAX_RESULTS = 1000
+_STAGE_PREFIX_FILTER = f"tags.`{schema.STAGE}` != ''"
+
+
+@dataclasses.dataclass(frozen=True)
+class LineageEntry:
+    """One stage run in a chain.
+
+    Attributes
+    ----------
+    stage, type, key, run_id : str
+    upstream : tuple of str
+        Run ids of the runs it was fitted on.
+    status : str
+        ``FINISHED``, ``FAILED``, ``RUNNING`` or ``KILLED``.
+    reused_from : str or None
+        When this run took its fitted stage from an earlier run (same cache key),
+        that run's id.
+    """
+
+    stage: str
+    type: str
+    key: str
+    run_id: str
+    upstream: tuple[str, ...]
+    status: str
+    reused_from: str | None = None
+
+    @classmethod
+    def from_run(cls, run: Run) -> LineageEntry:
+        tags = run.data.tags
+        return cls(
+            stage=tags.get(schema.STAGE, ""),
+            type=tags.get(schema.TYPE, ""),
+            key=tags.get(schema.KEY, run.info.run_name or ""),
+            run_id=run.info.run_id,
+            upstream=tuple(u for u in tags.get(schema.UPSTREAM, "").split(",") if u),
+            status=run.info.status,
+            reused_from=tags.get(schema.REUSED_FROM),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """A coherent chain: a load run and the stage runs on top of it, each on the one before.
+
+    Attributes
+    ----------
+    entries : tuple of LineageEntry
+        Oldest (the load run) first.
+    """
+
+    entries: tuple[LineageEntry, ...]
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        """Stage name to run id."""
+        return {e.stage: e.run_id for e in self.entries}
+
+    def __getitem__(self, stage: str) -> LineageEntry:
+        for entry in self.entries:
+            if entry.stage == stage:
+                return entry
+        raise KeyError(f"No stage {stage!r} in this chain; it has {list(self.run_ids)}.")
+
+
+def _experiments(client: mlflow.MlflowClient, stage: str | None, project: str | None) -> list[str]:
+    if stage is not None:
+        experiment = client.get_experiment_by_name(store.experiment_name(stage, project))
+        return [experiment.experiment_id] if experiment is not None else []
+    prefix = f"{project}/" if project else ""
+    found = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50_000)
+    return [
+        e.experiment_id
+        for e in found
+        if e.name.startswith(prefix) and (project or "/" not in e.name) and e.name != "Default"
+    ]
+
+
+def _day(date: str | dt.date) -> str:
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if isinstance(date, dt.date):
+        return date.strftime("%Y%m%d")
+    try:
+        return dt.date.fromisoformat(date).strftime("%Y%m%d")
+    except ValueError:
+        raise ValueError(f"Expected a date such as '2019-02-09', got {date!r}.") from None
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def _filter(
+    *,
+    type: str | None = None,
+    date: str | dt.date | None = None,
+    upstream: str | None = None,
+    finished: bool = False,
+) -> str:
+    clauses = [_STAGE_PREFIX_FILTER]
+    if type is not None:
+        clauses.append(f"tags.`{schema.TYPE}` = '{_quote(store.safe_type(type))}'")
+    if date is not None:
+        head = f"{store.safe_type(type)}@" if type is not None else "%@"
+        clauses.append(f"tags.`{schema.KEY}` LIKE '{head}{_day(date)}%'")
+    if upstream is not None:
+        clauses.append(f"tags.`{schema.UPSTREAM}` LIKE '%{_quote(upstream)}%'")
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    return " and ".join(clauses)
+
+
+def _search(
+    client: mlflow.MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str,
+    max_results: int = _MAX_RESULTS,
+) -> list[Run]:
+    if not experiment_ids:
+        return []
+    return list(
+        client.search_runs(
+            experiment_ids,
+            filter_string=filter_string,
+            order_by=[f"metrics.`{schema.KEY_TIME}` DESC", "attributes.start_time DESC"],
+            max_results=max_results,
+        )
+    )
+
+
+def runs(
+    stage: str | None = None,
+    type: str | None = None,
+    date: str | dt.date | None = None,
+    upstream: str | None = None,
+    *,
+    project: str | None = None,
+    max_results: int = _MAX_RESULTS,
+) -> pd.DataFrame:
+    """Stage runs, newest first.
+
+    Parameters
+    ----------
+    stage : str, optional
+        ``"load"``, ``"processing"``, ``"model"``, ...; default: every stage.
+    type : str, optional
+        Table, logic or algorithm name.
+    date : str or datetime.date, optional
+        UTC date of the stage key, ``"2019-02-09"``.
+    upstream : str, optional
+        Only runs fitted on this run id.
+    project : str, optional
+        Experiment prefix.
+    max_results : int, default=1000
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run_id, stage, type, key, started, status, upstream`` (a
+        comma-separated list of run ids), ``reused_from``, then the runs' metrics.
+
+    Examples
+    --------
+    >>> import mlpipe
+    >>> mlpipe.runs(stage="model").columns[:7].tolist()
+    ['run_id', 'stage', 'type', 'key', 'started', 'status', 'upstream']
+    """
+    client = mlflow.MlflowClient()
+    found = _search(
+        client,
+        _experiments(client, stage, project),
+        _filter(type=type, date=date, upstream=upstream),
+        max_results,
+    )
+    rows: list[dict[str, Any]] = []
+    for run in found:
+        entry = LineageEntry.from_run(run)
+        metrics = {k: v for k, v in run.data.metrics.items() if k != schema.KEY_TIME}
+        rows.append(
+            {
+                "run_id": entry.run_id,
+                "stage": entry.stage,
+                "type": entry.type,
+                "key": entry.key,
+                "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+                "status": entry.status,
+                "upstream": ",".join(entry.upstream),
+                "reused_from": entry.reused_from,
+                **metrics,
+            }
+        )
+    columns = ["run_id", "stage", "type", "key", "started", "status", "upstream", "reused_from"]
+    frame = pd.DataFrame(
+        rows, columns=columns + sorted({k for r in rows for k in r} - set(columns))
+    )
+    return frame
+
+
+def lineage(run_id: str) -> list[LineageEntry]:
+    """The chain upstream of a run, oldest first, ending with the run itself.
+
+    A run fitted on several load runs lists all of them first.
+
+    Parameters
+    ----------
+    run_id : str
+
+    Returns
+    -------
+    list of LineageEntry
+    """
+    client = mlflow.MlflowClient()
+    ordered: list[LineageEntry] = []
+    seen: set[str] = set()
+
+    def visit(current: str) -> None:
+        if current in seen:
+            return
+        seen.add(current)
+        entry = LineageEntry.from_run(client.get_run(current))
+        for parent in entry.upstream:
+            visit(parent)
+        ordered.append(entry)
+
+    visit(run_id)
+    return ordered
+
+
+def descendants(run_id: str) -> list[LineageEntry]:
+    """Every stage run fitted on ``run_id``, directly or not, nearest first."""
+    client = mlflow.MlflowClient()
+    experiment_ids = _experiments(client, None, None)
+    root = client.get_run(run_id)
+    project = _project_of(client, root)
+    if project:
+        experiment_ids = _experiments(client, None, project)
+    found: list[LineageEntry] = []
+    frontier = [run_id]
+    seen = {run_id}
+    while frontier:
+        current = frontier.pop(0)
+        for run in _search(client, experiment_ids, _filter(upstream=current), 50_000):
+            entry = LineageEntry.from_run(run)
+            if current in entry.upstream and entry.run_id not in seen:
+                seen.add(entry.run_id)
+                found.append(entry)
+                frontier.append(entry.run_id)
+    return found
+
+
+def _project_of(client: mlflow.MlflowClient, run: Run) -> str | None:
+    name = client.get_experiment(run.info.experiment_id).name
+    return name.rsplit("/", 1)[0] if "/" in name else None
+
+
+def find_chain(
+    table: str,
+    date: str | dt.date,
+    logic: str,
+    algorithm: str,
+    *,
+    project: str | None = None,
+    stages: tuple[str, str] = ("processing", "model"),
+) -> Chain | None:
+    """The newest coherent chain for a table, a date, a logic and an algorithm.
+
+    Coherent means: a FINISHED load run of ``table`` retrieved on ``date``, a
+    FINISHED processing run of ``logic`` fitted on that very load run, and a
+    FINISHED model run of ``algorithm`` fitted on that very processing run. A newer
+    processing run on another data version is never picked.
+
+    Parameters
+    ----------
+    table : str
+        The load run's type (table, query, file or frame name).
+    date : str or datetime.date
+        UTC retrieval date, ``"2019-02-09"``.
+    logic, algorithm : str
+        Types of the processing and model runs.
+    project : str, optional
+        Experiment prefix.
+    stages : (str, str), default=("processing", "model")
+        The names of the processing and model steps.
+
+    Returns
+    -------
+    Chain or None
+        None when no such chain exists.
+    """
+    client = mlflow.MlflowClient()
+    load_ids = _experiments(client, schema.LOAD_STAGE, project)
+    processing_ids = _experiments(client, stages[0], project)
+    model_ids = _experiments(client, stages[1], project)
+    for load in _search(client, load_ids, _filter(type=table, date=date, finished=True)):
+        for processing in _search(
+            client, processing_ids, _filter(type=logic, upstream=load.info.run_id, finished=True)
+        ):
+            processing_entry = LineageEntry.from_run(processing)
+            if processing_entry.upstream != (load.info.run_id,):
+                continue
+            for model in _search(
+                client,
+                model_ids,
+                _filter(type=algorithm, upstream=processing.info.run_id, finished=True),
+                max_results=10,
+            ):
+                model_entry = LineageEntry.from_run(model)
+                if model_entry.upstream == (processing.info.run_id,):
+                    return Chain((LineageEntry.from_run(load), processing_entry, model_entry))
+    return None
+
+
+def explain_missing(
+    stage: str, type: str, date: str | dt.date | None = None, *, project: str | None = None
+) -> str:
+    """Say which dates (or types) exist when no run of ``type`` in ``stage`` was found."""
+    client = mlflow.MlflowClient()
+    experiment_ids = _experiments(client, stage, project)
+    name = store.experiment_name(stage, project)
+    if not experiment_ids:
+        return f"There is no experiment {name!r} yet."
+    same_type = _search(client, experiment_ids, _filter(type=type, finished=True), 5000)
+    if same_type:
+        dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[1][:8] for r in same_type})
+        shown = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates)
+        when = f" on {date}" if date is not None else ""
+        return (
+            f"No {stage} run of {type!r}{when} in experiment {name!r}. "
+            f"Runs of that {'type' if stage != 'load' else 'table'} exist on: {shown}."
+        )
+    others = _search(client, experiment_ids, _filter(finished=True), 5000)
+    types = sorted({LineageEntry.from_run(r).type for r in others})
+    return (
+        f"No {stage} run of {type!r} in experiment {name!r}. "
+        f"Types there: {', '.join(types) or 'none'}."
+    )

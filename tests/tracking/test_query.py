@@ -1,0 +1,122 @@
+"""runs, lineage, descendants and find_chain against a real store."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import pytest
+from palmerpenguins import load_penguins
+from sklearn.ensemble import RandomForestClassifier
+
+import mlpipe
+from mlpipe.cli._demo import penguins_pipeline
+
+TYPES = {"processing": "plain", "model": "logreg"}
+TODAY = dt.datetime.now(dt.UTC).date().isoformat()
+
+
+@pytest.fixture
+def raw():
+    return load_penguins()
+
+
+def _pipe(**params):
+    return penguins_pipeline().set_params(
+        **{"cv": None, "log_model": False, "types": TYPES, **params}
+    )
+
+
+def test_runs_filters_by_stage_type_date_and_upstream(raw):
+    ds = mlpipe.load(raw, name="penguins", target="species")
+    pipe = _pipe().fit(ds)
+    table = mlpipe.runs()
+    assert set(table["stage"]) == {"load", "processing", "model"}
+    assert list(table.columns[:7]) == [
+        "run_id",
+        "stage",
+        "type",
+        "key",
+        "started",
+        "status",
+        "upstream",
+    ]
+    model = mlpipe.runs(stage="model", type="logreg", date=TODAY)
+    assert model["run_id"].tolist() == [pipe.run_ids_["model"]]
+    assert model["upstream"].tolist() == [pipe.run_ids_["processing"]]
+    assert mlpipe.runs(stage="model", type="logreg", date="2019-02-09").empty
+    assert mlpipe.runs(stage="model", type="rf").empty
+    assert mlpipe.runs(upstream=ds.run_id)["stage"].tolist() == ["processing"]
+    assert mlpipe.runs(stage="nope").empty
+    with pytest.raises(ValueError, match="Expected a date such as"):
+        mlpipe.runs(date="yesterday")
+
+
+def test_runs_are_newest_first_and_show_failures(raw):
+    ds = mlpipe.load(raw, name="penguins", target="species")
+    first = _pipe().fit(ds)
+    second = _pipe(model__C=0.5).fit(ds)
+    assert mlpipe.runs(stage="model")["run_id"].tolist() == [
+        second.run_ids_["model"],
+        first.run_ids_["model"],
+    ]
+    failing = _pipe(model__C=-1.0)
+    with pytest.raises(ValueError):
+        failing.fit(ds)
+    assert mlpipe.runs(stage="model")["status"].tolist()[0] == "FAILED"
+
+
+def test_lineage_and_descendants(raw):
+    ds = mlpipe.load(raw, name="penguins", target="species")
+    pipe = _pipe().fit(ds)
+    chain = mlpipe.lineage(pipe.run_ids_["model"])
+    assert [(e.stage, e.type) for e in chain] == [
+        ("load", "penguins"),
+        ("processing", "plain"),
+        ("model", "logreg"),
+    ]
+    assert chain[0].key == ds.key and chain[2].upstream == (pipe.run_ids_["processing"],)
+    below = mlpipe.descendants(ds.run_id)
+    assert [e.run_id for e in below] == [pipe.run_ids_["processing"], pipe.run_ids_["model"]]
+
+
+def test_find_chain_returns_the_newest_coherent_chain(raw):
+    old = mlpipe.load(raw, name="penguins", target="species")
+    coherent = _pipe().fit(old)
+    # A newer pull of the table with a newer processing run, but no model on it yet.
+    changed = raw.copy()
+    changed.loc[0, "bill_length_mm"] = 40.0
+    new = mlpipe.load(changed, name="penguins", target="species")
+    _pipe()[:1].fit(new)
+    # A newer model of another algorithm on the new data.
+    other = _pipe(types={"processing": "plain", "model": "rf"})
+    other.set_params(model=RandomForestClassifier(n_estimators=5, random_state=0)).fit(new)
+
+    chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
+    assert chain is not None
+    assert chain.run_ids == {
+        "load": old.run_id,
+        "processing": coherent.run_ids_["processing"],
+        "model": coherent.run_ids_["model"],
+    }
+    rf = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="rf")
+    assert rf is not None and rf["load"].run_id == new.run_id
+    # Once the new data has a logreg model too, that chain is the newest.
+    newest = _pipe().fit(new)
+    chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
+    assert chain is not None and chain["model"].run_id == newest.run_ids_["model"]
+    assert (
+        mlpipe.find_chain(table="penguins", date="2019-02-09", logic="plain", algorithm="logreg")
+        is None
+    )
+    assert (
+        mlpipe.find_chain(table="penguins", date=TODAY, logic="other", algorithm="logreg") is None
+    )
+
+
+def test_project_runs_are_kept_apart(raw):
+    ds = mlpipe.load(raw, name="penguins", target="species", project="credit")
+    _pipe(project="credit").fit(ds)
+    assert len(mlpipe.runs(project="credit")) == 3
+    assert mlpipe.runs().empty
+    assert mlflow.MlflowClient().get_experiment_by_name("credit/model") is not None
