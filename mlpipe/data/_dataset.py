@@ -64,13 +64,13 @@ class Dataset:
     source : str
         Where the data came from (a database URL has its password redacted).
     run_id : str or None
-        The load run; None for a dataset merged from several load runs.
+        The load run; None for a dataset derived by :meth:`merge` or :meth:`drop`.
     key : str or None
-        The load run's stage key ``name@yyyymmddHHMMSS``; None when merged.
+        The load run's stage key ``name@yyyymmddHHMMSS``; None when derived.
     fingerprint : str
         :func:`mlpipe.fingerprint` of ``frame``.
     retrieved_at : datetime.datetime or None
-        When the data was retrieved (UTC); None when merged.
+        When the data was retrieved (UTC); None when derived.
     loads : tuple of (key, run_id)
         Every load run this data comes from: one, or several after :meth:`merge`.
     """
@@ -132,6 +132,24 @@ class Dataset:
             fingerprint=fingerprint(frame),
             retrieved_at=None,
             loads=self.loads + right.loads,
+        )
+
+    def drop(self, columns: str | list[str]) -> Dataset:
+        """The same data version without ``columns`` (identifiers, leaks, ...).
+
+        Like :meth:`merge`, the result is not a load run itself: a pipeline fitted on
+        it points at this dataset's load run(s).
+        """
+        frame = self.frame.drop(columns=columns)
+        target = self.target if self.target in frame.columns else None
+        return dataclasses.replace(
+            self,
+            frame=frame,
+            target=target,
+            run_id=None,
+            key=None,
+            fingerprint=fingerprint(frame),
+            retrieved_at=None,
         )
 
     @classmethod
@@ -339,16 +357,42 @@ def load(
     >>> mlpipe.Dataset.from_run(ds.run_id).fingerprint == ds.fingerprint
     True
     """
-    options = {"target": target, "project": project, "snapshot": snapshot}
-    if isinstance(table, list | tuple):
-        return [
-            load(source, table=t, name=None, chunksize=chunksize, **options)  # type: ignore[arg-type]
-            for t in table
-        ]
+    tables = list(table) if isinstance(table, list | tuple) else [table]
+    # Read every source before logging any, so a bad table or target logs nothing.
+    reads = [_read(source, table=t, query=query, name=name, chunksize=chunksize) for t in tables]
+    for frame, label, *_ in reads:
+        if target is not None and target not in frame.columns:
+            hint = (
+                " With several tables, give the target to Dataset.merge." if len(reads) > 1 else ""
+            )
+            raise KeyError(
+                f"Target column {target!r} is not in {label!r}; its columns are "
+                f"{list(frame.columns)}.{hint}"
+            )
+    datasets = [
+        log_load(
+            frame,
+            name=label,
+            source=where,
+            dataset_source=origin,
+            params=params,
+            target=target,
+            project=project,
+            snapshot=snapshot,
+        )
+        for frame, label, where, origin, params in reads
+    ]
+    return datasets if isinstance(table, list | tuple) else datasets[0]
+
+
+def _read(
+    source: Any, *, table: str | None, query: str | None, name: str | None, chunksize: int
+) -> tuple[pd.DataFrame, str, str, Any, dict[str, Any]]:
+    """Read one source: (frame, name, where it came from, MLflow source, parameters)."""
     if isinstance(source, pd.DataFrame):
         if name is None:
             raise TypeError("load(frame) needs name=: what the data is called, e.g. name='credit'.")
-        return log_load(source, name=name, source=f"frame:{name}", **options)  # type: ignore[arg-type]
+        return source, name, f"frame:{name}", None, {}
     if not isinstance(source, str | Path):
         raise TypeError(
             "load() expects a database URL, a CSV or Parquet path, or a pandas DataFrame; "
@@ -357,15 +401,9 @@ def load(
     if isinstance(source, str) and is_database_url(source):
         frame = read_sql(source, table=table, query=query, chunksize=chunksize)
         origin = SQLDatasetSource(source, table=table, query=query)
-        label = redact(source) + (f"#table={table}" if table else "#query")
-        return log_load(
-            frame,
-            name=name or table or "query",
-            source=label,
-            dataset_source=origin,
-            params={"table": table} if table else {"query": query},
-            **options,  # type: ignore[arg-type]
-        )
+        where = redact(source) + (f"#table={table}" if table else "#query")
+        params: dict[str, Any] = {"table": table} if table else {"query": query}
+        return frame, name or table or "query", where, origin, params
     if table is not None or query is not None:
         raise SourceError(
             f"table= and query= need a database URL such as sqlite:///shop.db; got {str(source)!r}."
@@ -377,14 +415,7 @@ def load(
         # path "can be interpreted in multiple ways": both are the same class.
         warnings.filterwarnings("ignore", message="The specified dataset source can be")
         file_source = resolve_dataset_source(str(path))
-    return log_load(
-        frame,
-        name=name or path.stem,
-        source=str(path),
-        dataset_source=file_source,
-        params={"file": str(path)},
-        **options,  # type: ignore[arg-type]
-    )
+    return frame, name or path.stem, str(path), file_source, {"file": str(path)}
 
 
 def log_load(

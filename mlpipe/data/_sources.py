@@ -111,7 +111,27 @@ def read_sql(
     if not chunks:  # a query with no rows still has columns, but pandas yields no chunk
         with engine.connect() as connection:
             return pd.read_sql_query(statement, connection)
-    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return _concat(chunks)
+
+
+def _concat(chunks: list[pd.DataFrame]) -> pd.DataFrame:
+    """Join chunks into the frame a single read would have given.
+
+    pandas infers each chunk's dtypes on its own: a column that is all NULL in one
+    chunk comes out as object there. Such columns are inferred again over all rows,
+    so the chunk size never changes dtypes, hence never the fingerprint.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    frame = pd.concat(chunks, ignore_index=True)
+    for column in frame.columns:
+        if len({str(chunk[column].dtype) for chunk in chunks}) > 1:
+            values = frame[column].astype(object).where(frame[column].notna(), None)
+            records = [(v,) for v in values.tolist()]
+            frame[column] = pd.DataFrame.from_records(records, columns=[column], coerce_float=True)[
+                column
+            ]
+    return frame
 
 
 def read_file(path: str | Path) -> pd.DataFrame:
@@ -139,7 +159,18 @@ class SQLDatasetSource(DatasetSource):
     """
 
     def __init__(self, url: str, *, table: str | None = None, query: str | None = None):
-        self.url = redact(url)
+        # Kept without its password (not with a "***" stand-in), so that a later
+        # load() can take the password from PGPASSWORD or ~/.pgpass.
+        parts = sa.engine.make_url(url)
+        self.url = sa.engine.URL.create(
+            parts.drivername,
+            parts.username,
+            None,
+            parts.host,
+            parts.port,
+            parts.database,
+            parts.query,
+        ).render_as_string(hide_password=False)
         self.table = table
         self.query = query
 

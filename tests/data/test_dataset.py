@@ -34,5 +34,5 @@ def test_load_errors_say_what_was_expected():
         mlpipe.load({"a": [1]}, name="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="needs name="):
         mlpipe.load(pd.DataFrame({"a": [1]}))
-    with pytest.raises(KeyError, match="'b' is not in the data; its columns are \\['a'\\]"):
+    with pytest.raises(KeyError, match="'b' is not in 'x'; its columns are \\['a'\\]"):
         mlpipe.load(pd.DataFrame({"a": [1]}), name="x", target="b")

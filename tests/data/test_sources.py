@@ -74,13 +74,33 @@ def test_several_tables_give_several_load_runs_and_the_model_points_at_all(sqlit
     assert penguins.key.startswith("penguins@") and islands.key.startswith("islands@")
     merged = penguins.merge(islands, on="island", how="left", target="species")
     assert merged.run_id is None and len(merged.loads) == 2
-    X = merged.frame.drop(columns=["penguin_id", "observed_at"])
     pipe = penguins_pipeline().set_params(cv=None, log_model=False)
-    pipe.fit(mlpipe.Dataset(**{**merged.__dict__, "frame": X}))
+    pipe.fit(merged.drop(columns=["penguin_id", "observed_at"]))
     processing = mlflow.MlflowClient().get_run(pipe.run_ids_["processing"])
     assert processing.data.tags[schema.UPSTREAM] == f"{penguins.run_id},{islands.run_id}"
     assert pipe.run_ids_["load"] == f"{penguins.run_id},{islands.run_id}"
     assert len(processing.inputs.dataset_inputs) == 2
+
+
+def test_several_tables_with_a_bad_target_log_nothing(sqlite_url):
+    with pytest.raises(KeyError, match="give the target to Dataset.merge"):
+        mlpipe.load(sqlite_url, table=["penguins", "islands"], target="species")
+    assert mlflow.MlflowClient().get_experiment_by_name("load") is None
+
+
+def test_chunk_size_never_changes_dtypes_or_fingerprint(sqlite_url):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE penguins SET sex = NULL, body_mass_g = NULL WHERE penguin_id <= 150")
+        )
+    engine.dispose()
+    whole = mlpipe.load(sqlite_url, table="penguins", snapshot=False)
+    chunked = mlpipe.load(sqlite_url, table="penguins", snapshot=False, chunksize=100)
+    assert chunked.frame.dtypes.equals(whole.frame.dtypes)
+    assert chunked.fingerprint == whole.fingerprint
 
 
 def test_snapshots_reload_exactly_what_the_run_saw(sqlite_url):
@@ -177,18 +197,14 @@ def _everything_logged(tmp_path: Path) -> str:
 
 
 @pytest.mark.postgres
-def test_postgres_round_trip_never_stores_the_password(postgres_url, tmp_path, caplog):
+def test_postgres_round_trip_never_stores_the_password(postgres_url, tmp_path, caplog, monkeypatch):
     url, table = postgres_url.split("#")
     password = mlflow.utils.uri.urllib.parse.urlparse(url).password
     assert password
     with caplog.at_level(logging.DEBUG):
         ds = mlpipe.load(url, table=table, target="species")
         pipe = penguins_pipeline().set_params(cv=None)
-        pipe.fit(
-            mlpipe.Dataset(
-                **{**ds.__dict__, "frame": ds.frame.drop(columns=["penguin_id", "observed_at"])}
-            )
-        )
+        pipe.fit(ds.drop(columns=["penguin_id", "observed_at"]))
     assert ds.frame["penguin_id"].tolist() == list(range(1, 345))
     assert mlpipe.Dataset.from_run(ds.run_id).fingerprint == ds.fingerprint
     assert np.array_equal(ds.frame["year"].to_numpy(), penguins_table()["year"].to_numpy())
@@ -196,6 +212,11 @@ def test_postgres_round_trip_never_stores_the_password(postgres_url, tmp_path, c
     assert url.replace(password, "***") in logged  # the redacted URL is there...
     assert password not in logged  # ...the password nowhere
     assert password not in caplog.text
+    # MLflow's record of the source reconnects with the password from the environment.
+    (dataset_input,) = mlflow.MlflowClient().get_run(ds.run_id).inputs.dataset_inputs
+    monkeypatch.setenv("PGPASSWORD", password)
+    source = mlflow.data.get_source(dataset_input.dataset)
+    assert mlpipe.fingerprint(source.load()) == ds.fingerprint
     with pytest.raises(SourceError) as error:
         mlpipe.load(url.replace(password, password + "-wrong"), table=table)
     assert password not in str(error.value)
