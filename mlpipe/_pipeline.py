@@ -500,8 +500,9 @@ class LineagePipeline(Pipeline):
             tags[schema.EVALUATION] = "best_score_ of the search (its own cross-validation)"
         elif y is not None and self.cv is not None and (is_classifier(est) or is_regressor(est)):
             metrics.update(self._cross_validate(est, X, y, params, tags))
-        if y is not None and hasattr(self, "score") and hasattr(est, "score"):
-            metrics[schema.TRAINING_SCORE] = float(self.score(X, y))
+        if y is not None and hasattr(est, "score"):
+            # X is already prepared: skip LineagePipeline.score's second pass over it.
+            metrics[schema.TRAINING_SCORE] = float(Pipeline.score(self, X, y))
         if self.log_model and (hasattr(est, "predict") or hasattr(est, "transform")):
             fitted = Pipeline([(n, e) for n, e in self.steps])
             self.model_uri_ = log_raw_model(

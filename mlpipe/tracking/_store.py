@@ -101,7 +101,12 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
             max_results=50,
         )
         if all((r.info.start_time, r.info.run_id) >= mine for r in holders):
-            client.set_tag(run.info.run_id, "mlflow.runName", key)
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(schema.KEY_TIME, float(key_time(key)), now, 0)],
+                tags=[RunTag("mlflow.runName", key)],
+            )
             return key
         when += dt.timedelta(seconds=1)
 
@@ -194,9 +199,7 @@ def stage_run(
     run = client.create_run(experiment_id, tags=all_tags, run_name=type_)
     try:
         key = _claim_key(client, run, type_)
-        handle = StageRun(client, run, key)
-        handle.log(metrics={schema.KEY_TIME: key_time(key)})
-        yield handle
+        yield StageRun(client, run, key)
     except BaseException as error:
         status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
         try:
