@@ -6,6 +6,10 @@ import mlpipe
 def test_public_api_is_documented_surface():
     assert sorted(mlpipe.__all__) == sorted(
         [
+            "ALGORITHMS",
+            "LOGICS",
+            "algorithm",
+            "logic",
             "Chain",
             "Dataset",
             "LineageEntry",

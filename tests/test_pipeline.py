@@ -82,7 +82,7 @@ def test_every_stage_is_a_linked_finished_run(penguins):
     assert runs["model"].data.tags[schema.UPSTREAM_KEYS] == (
         f"processing:{runs['processing'].data.tags[schema.KEY]}"
     )
-    assert runs["model"].data.tags[schema.TYPE] == "LogisticRegression"
+    assert runs["model"].data.tags[schema.TYPE] == "logreg"  # from types=
     assert runs["model"].data.params["max_iter"] == "1000"
     assert runs["model"].data.tags[schema.MODEL_URI] == pipe.model_uri_
     assert runs["load"].data.params[schema.ROWS] == str(len(X))
@@ -194,6 +194,8 @@ def test_stage_keys_are_unique_under_rapid_successive_fits():
         keys = [r.data.tags[schema.KEY] for r in _all_runs(stage)]
         assert len(keys) == 6 and len(set(keys)) == 6, keys
         assert all(r.info.run_name == r.data.tags[schema.KEY] for r in _all_runs(stage))
+    # Without types=, a stage's type is its class name.
+    assert {r.data.tags[schema.TYPE] for r in _all_runs("processing")} == {"StandardScaler"}
 
 
 def test_project_prefixes_every_experiment(penguins):

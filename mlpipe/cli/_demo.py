@@ -12,26 +12,12 @@ if TYPE_CHECKING:
 
 
 def penguins_pipeline() -> LineagePipeline:
-    """The demo's chain: impute, one-hot encode and scale by dtype, then a logistic regression."""
-    from sklearn.compose import make_column_selector, make_column_transformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    """The demo's chain: the ``plain`` logic, then the ``logreg`` algorithm."""
+    from mlpipe import ALGORITHMS, LOGICS, LineagePipeline
 
-    from mlpipe import LineagePipeline
-
-    numbers = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-    text = make_pipeline(
-        SimpleImputer(strategy="most_frequent"),
-        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-    )
-    processing = make_column_transformer(
-        (numbers, make_column_selector(dtype_include="number")),
-        (text, make_column_selector(dtype_exclude="number")),
-    )
     return LineagePipeline(
-        [("processing", processing), ("model", LogisticRegression(max_iter=1000))]
+        [("processing", LOGICS.build("plain")), ("model", ALGORITHMS.build("logreg"))],
+        types={"processing": "plain", "model": "logreg"},
     )
 
 

@@ -1,0 +1,80 @@
+"""The logics and algorithms that ship with mlpipe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import KNNImputer, SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlpipe._registry import algorithm, logic
+
+__all__: list[str] = []
+
+
+def _text(max_categories: int | None) -> Any:
+    return make_pipeline(
+        SimpleImputer(strategy="most_frequent"),
+        OneHotEncoder(
+            handle_unknown="infrequent_if_exist", max_categories=max_categories, sparse_output=False
+        ),
+    )
+
+
+@logic("plain")
+def plain(*, scale: bool = True, max_categories: int | None = None) -> Any:
+    """Impute numbers with their median (and scale them), text with its most frequent value
+    and one-hot encode it; columns are picked by dtype, so any raw frame fits."""
+    numbers = [SimpleImputer(strategy="median")] + ([StandardScaler()] if scale else [])
+    return make_column_transformer(
+        (make_pipeline(*numbers), make_column_selector(dtype_include="number")),
+        (_text(max_categories), make_column_selector(dtype_exclude="number")),
+    )
+
+
+@logic("knn")
+def knn(*, n_neighbors: int = 5, max_categories: int | None = None) -> Any:
+    """Like ``plain``, but a missing number is imputed from its ``n_neighbors`` nearest
+    rows (on scaled numbers) rather than the median: slower, and often closer to the truth."""
+    return make_column_transformer(
+        (
+            make_pipeline(StandardScaler(), KNNImputer(n_neighbors=n_neighbors)),
+            make_column_selector(dtype_include="number"),
+        ),
+        (_text(max_categories), make_column_selector(dtype_exclude="number")),
+    )
+
+
+@algorithm("logreg", grid={"C": [0.01, 0.1, 1.0, 10.0]})
+def logreg(*, C: float = 1.0, max_iter: int = 1000) -> Any:
+    """Logistic regression."""
+    return LogisticRegression(C=C, max_iter=max_iter)
+
+
+@algorithm("rf", grid={"n_estimators": [100, 300], "max_depth": [None, 8, 16]})
+def rf(*, n_estimators: int = 200, max_depth: int | None = None, random_state: int = 0) -> Any:
+    """Random forest."""
+    return RandomForestClassifier(
+        n_estimators=n_estimators, max_depth=max_depth, random_state=random_state
+    )
+
+
+@algorithm("hgb", grid={"learning_rate": [0.03, 0.1, 0.3], "max_leaf_nodes": [15, 31, 63]})
+def hgb(
+    *,
+    learning_rate: float = 0.1,
+    max_iter: int = 100,
+    max_leaf_nodes: int = 31,
+    random_state: int = 0,
+) -> Any:
+    """Histogram gradient boosting."""
+    return HistGradientBoostingClassifier(
+        learning_rate=learning_rate,
+        max_iter=max_iter,
+        max_leaf_nodes=max_leaf_nodes,
+        random_state=random_state,
+    )
