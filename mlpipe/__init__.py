@@ -1,12 +1,47 @@
-"""mlpipe: MLflow for a whole data-science chain, not single runs."""
+"""mlpipe: MLflow for a whole data-science chain, not single runs.
 
-from mlpipe import _builtins  # noqa: F401  (registers the built-in logics and algorithms)
-from mlpipe._graph import lineage_graph
-from mlpipe._pipeline import LineagePipeline
-from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
+Names are imported on first use, so ``import mlpipe`` and the ``mlpipe`` command
+start fast and load scikit-learn or MLflow only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from mlpipe._version import __version__
-from mlpipe.data import Dataset, fingerprint, load
-from mlpipe.tracking._query import Chain, LineageEntry, descendants, find_chain, lineage, runs
+
+if TYPE_CHECKING:
+    from mlpipe._graph import lineage_graph
+    from mlpipe._pipeline import LineagePipeline
+    from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
+    from mlpipe.data import Dataset, fingerprint, load
+    from mlpipe.tracking._query import (
+        Chain,
+        LineageEntry,
+        descendants,
+        find_chain,
+        lineage,
+        runs,
+    )
+
+_WHERE = {
+    "ALGORITHMS": "mlpipe._registry",
+    "LOGICS": "mlpipe._registry",
+    "algorithm": "mlpipe._registry",
+    "logic": "mlpipe._registry",
+    "Chain": "mlpipe.tracking._query",
+    "LineageEntry": "mlpipe.tracking._query",
+    "descendants": "mlpipe.tracking._query",
+    "find_chain": "mlpipe.tracking._query",
+    "lineage": "mlpipe.tracking._query",
+    "runs": "mlpipe.tracking._query",
+    "Dataset": "mlpipe.data",
+    "fingerprint": "mlpipe.data",
+    "load": "mlpipe.data",
+    "LineagePipeline": "mlpipe._pipeline",
+    "lineage_graph": "mlpipe._graph",
+}
 
 __all__ = [
     "ALGORITHMS",
@@ -26,3 +61,15 @@ __all__ = [
     "logic",
     "runs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'mlpipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

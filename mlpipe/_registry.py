@@ -56,6 +56,8 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
+        import mlpipe._builtins  # noqa: F401  (registers the built-in logics and algorithms)
+
         for point in importlib.metadata.entry_points(group=self.group):
             if point.name in self._entries:
                 continue

@@ -1,42 +1,469 @@
-"""Entry point of the ``mlpipe`` command."""
+"""Entry point of the ``mlpipe`` command: the team workflow load → process → train, and main."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-
-from mlpipe.exceptions import MlpipeError
+from pathlib import Path
+from typing import Any
 
 EPILOG = """\
 Tracking goes to MLFLOW_TRACKING_URI when it is set, else to MLflow's default
-store, sqlite:///mlflow.db in the working directory.
+store, sqlite:///mlflow.db in the working directory. Experiments are named after
+the stages (load, processing, model), with --project as a prefix.
 
-examples:
-  mlpipe demo                      fit the penguins chain and print what it logged
+the workflow:
+  mlpipe load --source sqlite:///shop.db --table transactions --target Class
+  mlpipe process --logic plain --table transactions --retrieval-time 2019-02-09
+  mlpipe train --algorithm rf --logic plain --processed-time 2019-02-09
+  mlpipe main --table transactions --retrieval-time 2019-02-09 --logic plain --algorithm rf
+  mlpipe runs --stage model
+  mlpipe lineage RUN_ID --output chain.svg
+  mlpipe serve RUN_ID --port 5001
 """
+
+
+class UserError(Exception):
+    """A mistake on the command line: one message, no traceback, exit code 2."""
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"Bad -P {pair!r}: expected name=value, e.g. -P C=0.5.")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", help="experiment prefix: PROJECT/load, PROJECT/model, ...")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlpipe",
-        description="MLflow for a whole data-science chain.",
+        description="MLflow for a whole data-science chain: load, process, train, main.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show mlpipe's progress log")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print results only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show MLflow's log")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="fit a LineagePipeline on the Palmer penguins and show what was logged",
-        description=(
-            "Load the Palmer penguins (shipped offline by the palmerpenguins package), log "
-            "them as a load run, fit a processing and a model stage, log the raw-input "
-            "model, and print the runs, the model URI and how to look at and serve them."
-        ),
+
+    def command(name: str, help: str, examples: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"examples:\n{examples}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=globals()[f"_run_{name}"])
+        return sub
+
+    load = command(
+        "load",
+        "read a table, query or file and log it as a load run (a data version)",
+        "  mlpipe load --source sqlite:///shop.db --table transactions --target Class\n"
+        "  mlpipe load --source data/credit.parquet --target Status\n"
+        "  mlpipe load --source postgresql://ana@db/shop --query 'SELECT ...' --name recent",
     )
-    demo.set_defaults(run=_run_demo)
+    load.add_argument("--source", required=True, help="database URL, or CSV/Parquet path")
+    what = load.add_mutually_exclusive_group()
+    what.add_argument("--table", nargs="+", help="table(s) to read; one load run each")
+    what.add_argument("--query", help="SQL query to read instead of a table")
+    load.add_argument("--name", help="what the data is called (default: table or file name)")
+    load.add_argument("--target", help="the column to predict")
+    _add_common(load)
+
+    process = command(
+        "process",
+        "fit a processing logic on a data version",
+        "  mlpipe process --logic plain --table transactions --retrieval-time 2019-02-09\n"
+        "  mlpipe process --logic knn --table transactions "
+        "--retrieval-time transactions@20190209153000 -P n_neighbors=10",
+    )
+    process.add_argument("--logic", required=True, help="a registered logic (mlpipe runs --list)")
+    process.add_argument("--table", required=True, help="the data's name")
+    process.add_argument(
+        "--retrieval-time",
+        required=True,
+        metavar="DATE|KEY",
+        help="UTC date (newest load that day) or exact load key",
+    )
+    process.add_argument(
+        "-P",
+        dest="params",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a hyperparameter of the logic (repeatable)",
+    )
+    _add_common(process)
+
+    train = command(
+        "train",
+        "fit an algorithm on data processed by a logic",
+        "  mlpipe train --algorithm rf --logic plain --processed-time 2019-02-09\n"
+        "  mlpipe train --algorithm logreg --logic plain --processed-time 2019-02-09 "
+        "--search grid",
+    )
+    train.add_argument("--algorithm", required=True, help="a registered algorithm")
+    train.add_argument("--logic", required=True, help="the logic of the processing run")
+    train.add_argument(
+        "--processed-time",
+        required=True,
+        metavar="DATE|KEY",
+        help="UTC date (newest processing run of the logic) or exact key",
+    )
+    train.add_argument(
+        "-P",
+        dest="params",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a hyperparameter of the algorithm (repeatable)",
+    )
+    train.add_argument(
+        "--search",
+        choices=["grid", "random"],
+        help="search the algorithm's registered space with cross-validation",
+    )
+    _add_common(train)
+
+    main = command(
+        "main",
+        "complete the newest coherent chain, running only the missing stages",
+        "  mlpipe main --table transactions --retrieval-time 2019-02-09 --logic plain "
+        "--algorithm rf",
+    )
+    main.add_argument("--table", required=True)
+    main.add_argument("--retrieval-time", required=True, metavar="DATE|KEY")
+    main.add_argument("--logic", required=True)
+    main.add_argument("--algorithm", required=True)
+    main.add_argument(
+        "-P",
+        dest="params",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an algorithm hyperparameter (repeatable)",
+    )
+    _add_common(main)
+
+    runs = command(
+        "runs",
+        "list stage runs, newest first",
+        "  mlpipe runs --stage model --type rf --date 2019-02-09\n  mlpipe runs --list",
+    )
+    runs.add_argument("--stage")
+    runs.add_argument("--type")
+    runs.add_argument("--date")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--list", action="store_true", help="list known logics and algorithms")
+    _add_common(runs)
+
+    lineage = command(
+        "lineage",
+        "show the chain upstream of a run",
+        "  mlpipe lineage 0123abcd...\n  mlpipe lineage 0123abcd... --output chain.svg",
+    )
+    lineage.add_argument("run_id")
+    lineage.add_argument("--output", help="also draw it to FILE.svg or FILE.png")
+
+    serve = command(
+        "serve",
+        "serve a chain's raw-input model over HTTP (mlflow models serve)",
+        "  mlpipe serve 0123abcd... --port 5001\n  mlpipe serve models:/m-0123... --port 5001",
+    )
+    serve.add_argument("model", metavar="RUN_ID|MODEL_URI")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+
+    gc = command(
+        "gc",
+        "permanently remove deleted runs with their logged models and files",
+        "  mlpipe gc --dry-run\n  mlpipe gc",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+
+    command("demo", "fit the Palmer penguins chain and show what was logged", "  mlpipe demo")
     return parser
+
+
+def _print_table(rows: Any) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    print("(none)" if frame.empty else frame.to_string(index=False))
+
+
+def _date_or_key(value: str) -> tuple[str, str | None]:
+    """Split DATE|KEY into (name-or-key, date)."""
+    return (value, None) if "@" in value else ("", value)
+
+
+def _find_dataset(table: str, when: str, project: str | None) -> Any:
+    import mlpipe
+
+    key, date = _date_or_key(when)
+    if key and key.rsplit("@", 1)[0] != table:
+        raise UserError(f"Key {key!r} is not a load of table {table!r}.")
+    return mlpipe.Dataset.find(key or table, date, project=project)
+
+
+def _report(pipe: Any) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    rows = []
+    for stage, run_id in pipe.run_ids_.items():
+        for one in run_id.split(","):
+            run = client.get_run(one)
+            done = "reused" if stage in pipe.reused_ else ("loaded" if stage == "load" else "ran")
+            rows.append({"stage": stage, "key": run.info.run_name, "run_id": one, "": done})
+    _print_table(rows)
+    if pipe.model_uri_:
+        print(f"model: {pipe.model_uri_}")
+
+
+def _run_load(args: argparse.Namespace) -> int:
+    import mlpipe
+
+    table = args.table[0] if args.table and len(args.table) == 1 else args.table
+    if table is None and args.query is None and "://" in args.source:
+        raise UserError("A database source needs --table or --query.")
+    loaded = mlpipe.load(
+        args.source,
+        table=table,
+        query=args.query,
+        name=args.name,
+        target=args.target,
+        project=args.project,
+    )
+    datasets = loaded if isinstance(loaded, list) else [loaded]
+    _print_table(
+        [
+            {
+                "key": d.key,
+                "run_id": d.run_id,
+                "rows": len(d.frame),
+                "columns": d.frame.shape[1],
+                "fingerprint": d.fingerprint,
+            }
+            for d in datasets
+        ]
+    )
+    return 0
+
+
+def _run_process(args: argparse.Namespace) -> int:
+    import mlpipe
+
+    processing = mlpipe.LOGICS.build(args.logic, _params(args.params))  # a bad name fails first
+    dataset = _find_dataset(args.table, args.retrieval_time, args.project)
+    pipe = mlpipe.LineagePipeline(
+        [("processing", processing)],
+        project=args.project,
+        log_model=False,
+        cv=None,
+        types={"processing": args.logic},
+    ).fit(dataset)
+    _report(pipe)
+    return 0
+
+
+def _processing_run(logic: str, when: str, project: str | None) -> Any:
+    import mlflow
+
+    import mlpipe
+    from mlpipe.tracking._query import explain_missing
+
+    key, date = _date_or_key(when)
+    found = mlpipe.runs(stage="processing", type=logic, date=date, project=project)
+    if key:
+        found = found[found["key"] == key]
+    found = found[found["status"] == "FINISHED"]
+    if found.empty:
+        raise UserError(explain_missing("processing", logic, date or key, project=project))
+    return mlflow.MlflowClient().get_run(found["run_id"].iloc[0])
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+
+    import mlpipe
+
+    model = mlpipe.ALGORITHMS.build(args.algorithm, _params(args.params))
+    if getattr(args, "search", None):
+        grid = mlpipe.ALGORITHMS.entry(args.algorithm).grid
+        if not grid:
+            raise UserError(f"Algorithm {args.algorithm!r} registers no search space.")
+        if args.search == "grid":
+            return GridSearchCV(model, grid)
+        return RandomizedSearchCV(model, grid, n_iter=min(10, _grid_size(grid)), random_state=0)
+    return model
+
+
+def _grid_size(grid: dict[str, list[Any]]) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import mlflow
+
+    import mlpipe
+    from mlpipe._cache import load_step
+    from mlpipe.tracking import _schema as schema
+
+    model = _model(args)  # a bad name or parameter fails before any lookup
+    processing_run = _processing_run(args.logic, args.processed_time, args.project)
+    upstream = processing_run.data.tags[schema.UPSTREAM].split(",")
+    if len(upstream) != 1:
+        raise UserError("That processing run sits on several load runs; train it from Python.")
+    dataset = mlpipe.Dataset.from_run(upstream[0])
+    # The fitted processing stage itself: its cache key is the run's, so the new chain
+    # continues from that very run instead of refitting it.
+    processing, _, _ = load_step(mlflow.MlflowClient(), processing_run)
+    pipe = mlpipe.LineagePipeline(
+        [("processing", processing), ("model", model)],
+        project=args.project,
+        types={"processing": args.logic, "model": args.algorithm},
+    ).fit(dataset)
+    if pipe.run_ids_["processing"] != processing_run.info.run_id:
+        print(
+            f"note: processing was refitted (run {processing_run.info.run_id} could not be reused)",
+            file=sys.stderr,
+        )
+    _report(pipe)
+    return 0
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    import mlpipe
+    from mlpipe.data._dataset import find_load_run
+
+    args.search = None
+    steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", _model(args))]
+    key, date = _date_or_key(args.retrieval_time)
+    if key and key.rsplit("@", 1)[0] != args.table:
+        raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
+    load_run = find_load_run(key or args.table, date, project=args.project)
+    if not args.params and date is not None:
+        # A pure lookup: no data is read when the whole chain exists.
+        chain = mlpipe.find_chain(
+            args.table, date, args.logic, args.algorithm, project=args.project
+        )
+        if chain is not None and chain["load"].run_id == load_run:
+            _print_table(
+                [
+                    {"stage": e.stage, "key": e.key, "run_id": e.run_id, "": "reused"}
+                    for e in chain.entries
+                ]
+            )
+            print("The chain exists: nothing to run.")
+            return 0
+    args.search = None
+    pipe = mlpipe.LineagePipeline(
+        steps,
+        project=args.project,
+        types={"processing": args.logic, "model": args.algorithm},
+    ).fit(mlpipe.Dataset.from_run(load_run))
+    _report(pipe)
+    return 0
+
+
+def _run_runs(args: argparse.Namespace) -> int:
+    import mlpipe
+
+    if args.list:
+        for kind, registry in (("logic", mlpipe.LOGICS), ("algorithm", mlpipe.ALGORITHMS)):
+            for name in registry.names():
+                params = ", ".join(str(p) for p in registry.parameters(name).values())
+                print(f"{kind:9} {name:10} {params}")
+        return 0
+    table = mlpipe.runs(
+        stage=args.stage,
+        type=args.type,
+        date=args.date,
+        project=args.project,
+        max_results=args.limit,
+    )
+    columns = ["stage", "key", "status", "run_id", "upstream"]
+    metrics = [c for c in ("cv_accuracy_mean", "cv_r2_mean", "training_score") if c in table]
+    _print_table(table[columns + metrics] if not table.empty else table)
+    return 0
+
+
+def _run_lineage(args: argparse.Namespace) -> int:
+    import mlpipe
+
+    entries = mlpipe.lineage(args.run_id)
+    _print_table(
+        [
+            {
+                "stage": e.stage,
+                "type": e.type,
+                "key": e.key,
+                "status": e.status,
+                "run_id": e.run_id,
+                "upstream": ",".join(e.upstream) or "-",
+            }
+            for e in entries
+        ]
+    )
+    if args.output:
+        print(f"drawn to {mlpipe.lineage_graph(args.run_id, args.output)}")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from mlpipe.tracking import _schema as schema
+
+    uri = args.model
+    if "://" not in uri and not uri.startswith("models:/"):
+        uri = mlflow.MlflowClient().get_run(uri).data.tags.get(schema.MODEL_URI)
+        if not uri:
+            raise UserError(f"Run {args.model} has no raw-input model (it is not a final stage).")
+    env = dict(os.environ)
+    # --env-manager local runs the model in this interpreter's environment, whose
+    # scripts (uvicorn, mlflow) must come first on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(f"serving {uri} on http://{args.host}:{args.port}/invocations", file=sys.stderr)
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
+def _run_gc(args: argparse.Namespace) -> int:
+    from mlpipe.tracking._gc import collect_garbage
+
+    report = collect_garbage(dry_run=args.dry_run)
+    print(report)
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -49,16 +476,32 @@ def _run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    mlpipe_logger = logging.getLogger("mlpipe")
+    mlpipe_logger.addHandler(handler)
+    mlpipe_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.verbose:
         # MLflow's own INFO and WARNING lines (table creation, pickling caveats) are
         # noise on a terminal; mlpipe's docs say what they would.
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+    from mlflow.exceptions import MlflowException
+
+    from mlpipe.exceptions import MlpipeError
+
     try:
         return int(args.run(args))
-    except (MlpipeError, LookupError, ValueError, TypeError, OSError) as error:
-        print(f"mlpipe {args.command}: error: {error}", file=sys.stderr)
+    except (
+        UserError,
+        MlpipeError,
+        LookupError,
+        ValueError,
+        TypeError,
+        OSError,
+        MlflowException,
+    ) as error:
+        message = error.message if isinstance(error, MlflowException) else str(error)
+        print(f"mlpipe {args.command}: error: {message.strip(chr(34))}", file=sys.stderr)
         return 2
+    finally:
+        mlpipe_logger.removeHandler(handler)
