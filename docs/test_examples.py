@@ -12,14 +12,22 @@ namespace (so they import what they use), with ``SHOP_DATABASE_URL`` pointing
 at a fresh database that holds the ``penguins`` table. The server is the one in
 ``MLPIPE_TEST_POSTGRES_URL``, which ``.ci/run`` sets; without it the test is
 skipped (or fails, when ``MLPIPE_REQUIRE_POSTGRES=1``).
+
+A claim in an example is checked too: an expression statement at the top level
+of a block whose line ends with a comment starting ``# True`` or ``# False``
+(``fingerprint(a) == fingerprint(b)  # True: the same data``) must evaluate to
+that value, so the page cannot promise what the code no longer does.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import logging
 import os
 import re
 import textwrap
+import tokenize
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,10 +55,47 @@ PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p)]
 POSTGRES_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p, postgres=True)]
 
 
+_CLAIM = re.compile(r"#\s*(True|False)\b")
+
+
+def _claims(code: str) -> dict[int, bool]:
+    """Line number to claimed value, for each line whose comment starts ``# True``/``# False``."""
+    found = {}
+    for token in tokenize.generate_tokens(io.StringIO(code).readline):
+        if token.type == tokenize.COMMENT and (match := _CLAIM.match(token.string)):
+            found[token.start[0]] = match.group(1) == "True"
+    return found
+
+
+def with_checked_claims(code: str, filename: str) -> ast.Module:
+    """``code`` with each top-level claimed expression turned into an assertion."""
+    tree = ast.parse(code, filename)
+    claims = _claims(code)
+    body: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and node.end_lineno in claims:
+            expected = claims[node.end_lineno]
+            source = ast.get_source_segment(code, node)
+            check = ast.Assert(
+                test=ast.Compare(
+                    left=ast.Call(ast.Name("bool", ast.Load()), [node.value], []),
+                    ops=[ast.Is()],
+                    comparators=[ast.Constant(expected)],
+                ),
+                msg=ast.Constant(f"{filename}, line {node.lineno}: not {expected}: {source}"),
+            )
+            body.append(ast.copy_location(check, node))
+        else:
+            body.append(node)
+    tree.body = body
+    return ast.fix_missing_locations(tree)
+
+
 def _run(page: Path, blocks: list[str]) -> None:
     namespace: dict[str, object] = {"__name__": "__main__"}
     for number, code in enumerate(blocks, start=1):
-        exec(compile(code, f"{page.name} (python block {number})", "exec"), namespace)
+        filename = f"{page.name} (python block {number})"
+        exec(compile(with_checked_claims(code, filename), filename, "exec"), namespace)
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +114,14 @@ def _restore_logging() -> Iterator[None]:
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_examples_run(page: Path) -> None:
     _run(page, python_blocks(page))
+
+
+def test_claims_in_examples_are_checked() -> None:
+    code = "x = [1]\nx == [1]  # True: the same\nx == [2]  # False\n(x\n == [3])  # True\n"
+    namespace: dict[str, object] = {}
+    with pytest.raises(AssertionError, match=r"line 4: not True: \(x\n == \[3\]\)"):
+        exec(compile(with_checked_claims(code, "example"), "example", "exec"), namespace)
+    exec(compile(with_checked_claims(code.rsplit("(", 1)[0], "example"), "example", "exec"), {})
 
 
 @pytest.fixture
