@@ -15,7 +15,6 @@ import importlib.metadata
 import inspect
 import json
 import logging
-import marshal
 import pickle
 import sys
 import types
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 import xxhash
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
@@ -104,11 +104,29 @@ def _source_hash(obj: Any) -> str:
         try:
             parts.append(inspect.getsource(target))
         except (OSError, TypeError):
-            code = getattr(target, "__code__", None)
-            if code is None:
-                raise Uncacheable(f"no source for {target!r}") from None
-            parts.append(marshal.dumps(code).hex())
+            # A notebook's or an interactive session's code has no file to read:
+            # hash the compiled code of the function, or of each method of the class.
+            parts.append(_compiled_hash(target))
     return xxhash.xxh3_128_hexdigest("\n".join(parts).encode())
+
+
+def _compiled_hash(target: Any) -> str:
+    functions = (
+        [(k, inspect.unwrap(v)) for k, v in sorted(vars(target).items()) if callable(v)]
+        if isinstance(target, type)
+        else [("", inspect.unwrap(target))]
+    )
+    functions = [(k, f) for k, f in functions if hasattr(f, "__code__")]
+    if not functions:
+        raise Uncacheable(f"no source or code for {target!r}")
+    return "|".join(f"{name}:{_code_text(f.__code__)}" for name, f in functions)
+
+
+def _code_text(code: types.CodeType) -> str:
+    # marshal.dumps is not stable for one code object (its reference flags follow
+    # reference counts): spell out the bytecode, names and constants instead.
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}/{code.co_names}/{code.co_varnames}/{consts}"
 
 
 def _is_installed(cls: type) -> bool:
@@ -177,9 +195,20 @@ def lookup(
         max_results=10,
     )
     for run in found:
-        if not need_model or schema.MODEL_URI in run.data.tags:
-            return run
+        if need_model and schema.MODEL_URI not in run.data.tags:
+            continue
+        source = run.data.tags.get(schema.REUSED_FROM)
+        if source and not _active(client, source):
+            continue  # it points at a fitted stage that was deleted
+        return run
     return None
+
+
+def _active(client: mlflow.MlflowClient, run_id: str) -> bool:
+    try:
+        return bool(client.get_run(run_id).info.lifecycle_stage == "active")
+    except MlflowException:
+        return False
 
 
 def load_step(client: mlflow.MlflowClient, run: Run) -> tuple[Any, bytes, str]:

@@ -231,3 +231,33 @@ def test_fit_params_are_part_of_the_key(data):
     weights.iloc[0] = 2.0
     assert _pipe().fit(X, y, model__sample_weight=weights).reused_ == ["processing"]
     assert CountingModel.fits == 2
+
+
+def test_deleting_the_fitted_run_stops_reuse_through_its_copies(data):
+    X, y = data
+    frame = X.assign(species=y)
+    first = _pipe().fit(mlpipe.load(frame, name="penguins", target="species"))
+    second = _pipe().fit(mlpipe.load(frame, name="penguins", target="species"))
+    assert second.reused_ == ["processing", "model"]
+    client = mlflow.MlflowClient()
+    client.delete_run(first.run_ids_["processing"])
+    third = _pipe().fit(mlpipe.load(frame, name="penguins", target="species"))
+    assert "processing" not in third.reused_ and CountingScaler.fits == 2
+
+
+def test_a_class_without_source_code_is_still_cached(data):
+    X, y = data
+    namespace: dict = {}
+    exec(  # as a notebook cell or the interactive prompt defines it: no file to read
+        "from sklearn.base import BaseEstimator, TransformerMixin\n"
+        "class Cell(BaseEstimator, TransformerMixin):\n"
+        "    def fit(self, X, y=None):\n        return self\n"
+        "    def transform(self, X):\n        return X * 2\n",
+        namespace,
+    )
+    cell = namespace["Cell"]
+    cell.__module__ = "__main__"
+    first = mlpipe.LineagePipeline([("processing", cell()), ("model", CountingModel())], cv=None)
+    first.fit(X, y)
+    again = mlpipe.LineagePipeline([("processing", cell()), ("model", CountingModel())], cv=None)
+    assert again.fit(X, y).reused_ == ["processing", "model"]
