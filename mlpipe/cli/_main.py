@@ -498,6 +498,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
+    # Importing MLflow configures its logger, so quiet it only afterwards.
+    from mlflow.exceptions import MlflowException
+
+    from mlpipe.exceptions import MlpipeError
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     mlpipe_logger = logging.getLogger("mlpipe")
@@ -507,10 +512,6 @@ def main(argv: list[str] | None = None) -> int:
         # MLflow's own INFO and WARNING lines (table creation, pickling caveats) are
         # noise on a terminal; mlpipe's docs say what they would.
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-    from mlflow.exceptions import MlflowException
-
-    from mlpipe.exceptions import MlpipeError
-
     try:
         return int(args.run(args))
     except (
