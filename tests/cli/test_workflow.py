@@ -127,6 +127,21 @@ def test_load_process_train_main_lineage(shop):
     out = _ok(_mlpipe("runs", "--stage", "model", cwd=shop))
     assert "logreg@" in out and "rf@" in out
 
+    # gc: a deleted model run goes for good, with its logged model; the rest stays.
+    rf_run = next(
+        r
+        for r in client.search_runs([client.get_experiment_by_name("model").experiment_id])
+        if r.info.run_name.startswith("rf@")
+    )
+    client.delete_run(rf_run.info.run_id)
+    out = _ok(_mlpipe("gc", "--dry-run", cwd=shop))
+    assert rf_run.info.run_id in out
+    client.get_run(rf_run.info.run_id)  # a dry run removes nothing
+    _ok(_mlpipe("gc", cwd=shop))
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_run(rf_run.info.run_id)
+    assert client.get_run(model_id).info.status == "FINISHED"
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
