@@ -50,6 +50,22 @@ CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table
 LINEAGE_GRAPH = "lineage.svg"  # on the final stage: the chain as a picture
 MODEL_NAME = "model"  # name of the logged raw-input model
 
+# The final stage's out-of-fold evaluation (LineagePipeline's cv): evaluation/<file>.
+EVALUATION_DIR = "evaluation"
+CONFUSION_MATRIX = "confusion_matrix.png"  # classifiers
+ROC_CURVE = "roc_curve.png"  # classifiers with predict_proba or decision_function
+PRECISION_RECALL_CURVE = "precision_recall_curve.png"  # the same
+RESIDUALS = "residuals.png"  # regressors: residual against prediction
+PREDICTIONS = "predictions.json"  # the out-of-fold predictions, as an MLflow table
+
+# Columns of the out-of-fold predictions table.
+ROW_COLUMN = "row"  # position of the row in the training data, from 0
+FOLD_COLUMN = "fold"  # the fold whose model predicted the row, from 0
+TARGET_COLUMN = "target"
+PREDICTION_COLUMN = "prediction"
+PROBA_PREFIX = "proba_"  # proba_<class>: predict_proba of each class
+DECISION_PREFIX = "decision_"  # decision_<class>: decision_function, when no predict_proba
+
 # The MLflow dataset input context of the training data.
 TRAINING_CONTEXT = "training"
 LOAD_STAGE = "load"
