@@ -34,11 +34,10 @@ def lineage_graph(run_id: str, path: str | Path) -> Path:
 
 def render(entries: list[LineageEntry], path: str | Path, reused: set[str] | None = None) -> Path:
     """Draw ``entries`` (oldest first) to ``path``; ``reused`` names reused run ids."""
+    # A standalone Figure: no pyplot state, no backend switch in a user's notebook.
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import networkx as nx
+    from matplotlib.figure import Figure
 
     path = Path(path)
     if path.suffix.lower() not in (".svg", ".png"):
@@ -56,37 +55,37 @@ def render(entries: list[LineageEntry], path: str | Path, reused: set[str] | Non
     positions = nx.multipartite_layout(graph, subset_key="layer", align="vertical", scale=1)
     width = 3.2 * max(len(stages), 1)
     height = 1.6 * max(sum(1 for e in entries if e.stage == s) for s in stages) + 0.6
-    figure, axes = plt.subplots(figsize=(width, height))
-    try:
-        nx.draw_networkx_edges(
-            graph,
-            positions,
-            ax=axes,
-            arrows=True,
-            arrowsize=18,
-            node_size=6000,
-            edge_color="#555555",
+    figure = Figure(figsize=(width, height))
+    axes = figure.subplots()
+    nx.draw_networkx_edges(
+        graph,
+        positions,
+        ax=axes,
+        arrows=True,
+        arrowsize=18,
+        node_size=6000,
+        edge_color="#555555",
+    )
+    for entry in entries:
+        if entry.status != "FINISHED":
+            color, note = _NOT_FINISHED, entry.status.lower()
+        elif entry.reused_from or entry.run_id in reused:
+            color, note = _REUSED, "reused"
+        else:
+            color, note = _FITTED, "loaded" if entry.stage == "load" else "fitted"
+        x, y = positions[entry.run_id]
+        axes.text(
+            x,
+            y,
+            f"{entry.stage}\n{entry.type}\n{entry.key.rsplit('@', 1)[-1]}\n({note})",
+            ha="center",
+            va="center",
+            fontsize=9,
+            bbox={"boxstyle": "round,pad=0.6", "facecolor": color, "edgecolor": "#333333"},
         )
-        for entry in entries:
-            if entry.status != "FINISHED":
-                color, note = _NOT_FINISHED, entry.status.lower()
-            elif entry.reused_from or entry.run_id in reused:
-                color, note = _REUSED, "reused"
-            else:
-                color, note = _FITTED, "loaded" if entry.stage == "load" else "fitted"
-            x, y = positions[entry.run_id]
-            axes.text(
-                x,
-                y,
-                f"{entry.stage}\n{entry.type}\n{entry.key.rsplit('@', 1)[-1]}\n({note})",
-                ha="center",
-                va="center",
-                fontsize=9,
-                bbox={"boxstyle": "round,pad=0.6", "facecolor": color, "edgecolor": "#333333"},
-            )
-        axes.set_axis_off()
-        axes.margins(x=0.25, y=0.3)
+    axes.set_axis_off()
+    axes.margins(x=0.25, y=0.3)
+    # SVG text stays text (searchable, selectable) rather than drawn outlines.
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
         figure.savefig(path, format=path.suffix[1:].lower(), bbox_inches="tight")
-    finally:
-        plt.close(figure)
     return path

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
+import pickle
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from sklearn import get_config
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import check_cv, cross_validate
@@ -306,8 +309,9 @@ class LineagePipeline(Pipeline):
                     key,
                     need_model=i == self._last and self.log_model,
                 )
-            if hit is not None:
-                est, data, serializer = load_step(client, hit)
+            loaded = self._load_cached(client, hit) if hit is not None else None
+            if hit is not None and loaded is not None:
+                est, data, serializer = loaded
                 self.steps[i] = (name, est)
                 stages.append((name, serializer, data))
                 modules |= referenced_modules(data)
@@ -367,6 +371,9 @@ class LineagePipeline(Pipeline):
             return None
         if method in (None, "fit_transform") and not hasattr(est, "transform"):
             return None
+        if method is not None:
+            # The final stage's logged evaluation depends on how it is evaluated.
+            fit_params = {**fit_params, "__evaluation__": (self.cv, self.scoring, self.log_model)}
         try:
             return cache_key(
                 stage=name, type_=type_, estimator=est, fit_params=fit_params, upstream=upstream_key
@@ -433,8 +440,27 @@ class LineagePipeline(Pipeline):
     def _last(self) -> int:
         return len(self.steps) - 1
 
+    @staticmethod
+    def _load_cached(client: mlflow.MlflowClient, hit: Any) -> tuple[Any, bytes, str] | None:
+        """The cached fitted stage, or None (the stage is refitted) if it cannot be read."""
+        try:
+            return load_step(client, hit)
+        except (
+            MlflowException,
+            OSError,
+            pickle.UnpicklingError,
+            AttributeError,
+            ImportError,
+        ) as error:
+            logger.warning("Cannot reuse run %s, refitting: %s", hit.info.run_id, error)
+            return None
+
     def _log_graph(self, run: store.StageRun) -> None:
-        entries = lineage(run.run_id)
+        # Drawn while the run is still open: show it as it will end, FINISHED.
+        entries = [
+            dataclasses.replace(e, status="FINISHED") if e.run_id == run.run_id else e
+            for e in lineage(run.run_id)
+        ]
         reused = {self.run_ids_.get(name, "") for name in self.reused_}
         with tempfile.TemporaryDirectory() as tmp:
             path = render(entries, Path(tmp, schema.LINEAGE_GRAPH), reused=reused)

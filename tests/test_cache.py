@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -261,3 +262,22 @@ def test_a_class_without_source_code_is_still_cached(data):
     first.fit(X, y)
     again = mlpipe.LineagePipeline([("processing", cell()), ("model", CountingModel())], cv=None)
     assert again.fit(X, y).reused_ == ["processing", "model"]
+
+
+def test_a_new_evaluation_setting_refits_only_the_final_stage(data):
+    X, y = data
+    _pipe().fit(X, y)
+    again = _pipe(cv=3).fit(X, y)
+    assert again.reused_ == ["processing"]
+    run = mlflow.MlflowClient().get_run(again.run_ids_["model"])
+    assert "3-fold" in run.data.tags[schema.EVALUATION]
+
+
+def test_an_unreadable_cached_stage_is_refitted(data):
+    X, y = data
+    first = _pipe().fit(X, y)
+    client = mlflow.MlflowClient()
+    local = client.get_run(first.run_ids_["processing"]).info.artifact_uri.removeprefix("file://")
+    (Path(local) / schema.STAGE_ARTIFACT / schema.STAGE_FILE).write_bytes(b"not a pickle")
+    again = _pipe().fit(X, y)
+    assert "processing" not in again.reused_ and CountingScaler.fits == 2
