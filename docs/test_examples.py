@@ -2,7 +2,9 @@
 
 Every ``.. code-block:: python`` of a page runs, in order, in one namespace per
 page, against the fresh tracking store that the repository's ``conftest.py``
-gives each test. Run with::
+gives each test. (A ``.. code-block:: py`` is highlighted as Python too, but
+does not run: it is for the source of a file the reader writes, such as a
+module of their own package.) Run with::
 
     .venv/bin/pytest docs
 
@@ -17,15 +19,35 @@ A claim in an example is checked too: an expression statement at the top level
 of a block whose line ends with a comment starting ``# True`` or ``# False``
 (``fingerprint(a) == fingerprint(b)  # True: the same data``) must evaluate to
 that value, so the page cannot promise what the code no longer does.
+
+A ``.. code-block:: console`` with the option ``:class: cli-session`` is a
+terminal session: each line starting ``$ `` is a command, and the lines after it
+are its output, standard output and standard error as a terminal shows them.
+The sessions of a page run in order, with its Python blocks, in one test, in a
+fresh directory and tracking store; ``mlpipe`` commands run in this process
+(``mlpipe.cli.main``), other commands as programs of the virtual environment.
+The output must be the page's, except for what differs from run to run: run and
+model ids and stage keys (each is matched to the one the page shows, and the
+page's value in a later command stands for this run's), byte counts (``(N
+bytes)``) and dates (the page's date in a command becomes today, in UTC). A
+command's exit status must be 2 if its output has an ``mlpipe ...: error:``
+line, else 0. To update a page after a change of output, run its commands in a
+fresh directory with ``PYTHONUNBUFFERED=1 ... 2>&1`` and paste what they print.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import datetime as dt
+import importlib.metadata
 import io
 import logging
 import os
 import re
+import shlex
+import subprocess
+import sys
 import textwrap
 import tokenize
 import uuid
@@ -51,8 +73,30 @@ def python_blocks(page: Path, *, postgres: bool = False) -> list[str]:
     ]
 
 
+_ANY_BLOCK = re.compile(
+    r"^\.\. code-block:: (\w+)\n((?:   :[\w-]+:.*\n)*)\n((?:(?:   .*)?\n)+)", re.MULTILINE
+)
+_CLI_SESSION = re.compile(r"^   :class:.*\bcli-session\b", re.MULTILINE)
+
+
+def session_blocks(page: Path) -> list[tuple[str, str]]:
+    """``(language, source)`` of each Python block and CLI session of ``page``, in order.
+
+    Python blocks that need PostgreSQL are left out; none if the page has no session.
+    """
+    blocks = []
+    for m in _ANY_BLOCK.finditer(page.read_text()):
+        language, options, code = m.group(1), m.group(2), textwrap.dedent(m.group(3))
+        if language == "python" and not _NEEDS_POSTGRES.search(options):
+            blocks.append(("python", code))
+        elif language == "console" and _CLI_SESSION.search(options):
+            blocks.append(("console", code))
+    return blocks if any(language == "console" for language, _ in blocks) else []
+
+
 PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p)]
 POSTGRES_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p, postgres=True)]
+SESSION_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if session_blocks(p)]
 
 
 _CLAIM = re.compile(r"#\s*(True|False)\b")
@@ -100,11 +144,16 @@ def _run(page: Path, blocks: list[str]) -> None:
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Examples may configure logging; keep that from leaking into later tests."""
-    root, ours = logging.getLogger(), logging.getLogger("mlpipe")
-    handlers, level = set(root.handlers), ours.level
+    """Examples (and the mlpipe command) may configure logging; keep that from leaking."""
+    root, ours, mlflows = (
+        logging.getLogger(),
+        logging.getLogger("mlpipe"),
+        logging.getLogger("mlflow"),
+    )
+    handlers, level, mlflow_level = set(root.handlers), ours.level, mlflows.level
     yield
     ours.setLevel(level)
+    mlflows.setLevel(mlflow_level)
     for handler in list(root.handlers):
         # logging.basicConfig's handler; pytest's own handlers are of other classes.
         if handler not in handlers and type(handler) is logging.StreamHandler:
@@ -122,6 +171,137 @@ def test_claims_in_examples_are_checked() -> None:
     with pytest.raises(AssertionError, match=r"line 4: not True: \(x\n == \[3\]\)"):
         exec(compile(with_checked_claims(code, "example"), "example", "exec"), namespace)
     exec(compile(with_checked_claims(code.rsplit("(", 1)[0], "example"), "example", "exec"), {})
+
+
+# What differs from run to run: run and model ids, stage keys, byte counts.
+_VOLATILE = re.compile(r"\b[0-9a-f]{32}\b|\b[\w.+-]+@\d{14}\b|(?<=\()\d+(?= bytes\))")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_ERROR_LINE = re.compile(r"^mlpipe \w+: error: ", re.MULTILINE)
+
+
+def _commands(session: str) -> Iterator[tuple[str, list[str]]]:
+    """Each command of a console session (``$ ...``, ``\\`` continues it) and its output."""
+    command: str | None = None
+    output: list[str] = []
+    continued = False
+    for line in session.rstrip("\n").split("\n"):
+        if continued and command:
+            command = f"{command[:-1].rstrip()} {line.strip()}"
+        elif line.startswith("$ "):
+            if command is not None:
+                yield command, output
+            command, output = line[2:], []
+        else:
+            output.append(line.rstrip())
+        continued = command is not None and command.endswith("\\") and not output
+    if command is not None:
+        yield command, output
+
+
+class CliSession:
+    """Runs the commands of a page's console sessions and compares their output."""
+
+    def __init__(self, page: Path):
+        self.page = page.name
+        self.today = dt.datetime.now(dt.UTC).date().isoformat()
+        self.same: dict[str, str] = {}  # the page's id or key -> this run's
+
+    def run(self, session: str) -> None:
+        for command, expected in _commands(session):
+            status, output = self._execute(self._translate(command))
+            self._compare(command, expected, output)
+            wanted = 2 if _ERROR_LINE.search("\n".join(expected)) else 0
+            assert status == wanted, f"{self.page}: {command!r} exited {status}:\n{output}"
+
+    def _translate(self, command: str) -> list[str]:
+        def swap(match: re.Match[str]) -> str:
+            token = match.group()
+            assert token in self.same, f"{self.page}: {command!r} uses {token}, never shown before"
+            return self.same[token]
+
+        return shlex.split(_DATE.sub(self.today, _VOLATILE.sub(swap, command)))
+
+    def _execute(self, argv: list[str]) -> tuple[int, str]:
+        if argv[0] != "mlpipe":
+            program = Path(sys.executable).parent / argv[0]
+            done = subprocess.run(
+                [str(program), *argv[1:]],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            return done.returncode, done.stdout + done.stderr
+        from mlpipe.cli import main
+
+        # One stream for both, in the order a terminal shows them.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                status = main(argv[1:])
+            except SystemExit as stop:  # argparse's own errors
+                status = stop.code if isinstance(stop.code, int) else 2
+        return status, out.getvalue()
+
+    def _compare(self, command: str, expected: list[str], output: str) -> None:
+        actual = [line.rstrip() for line in output.rstrip("\n").split("\n")] if output else []
+        expected = [_DATE.sub(self.today, line) for line in expected]
+        while expected and not expected[-1]:
+            expected.pop()
+        shown = "\n".join(actual)
+        where = f"{self.page}: the output of {command!r} is not the page's. It is:\n{shown}"
+        assert len(actual) == len(expected), where
+        for want, got in zip(expected, actual, strict=True):
+            assert _VOLATILE.sub("*", want) == _VOLATILE.sub("*", got), where
+            for page_token, token in zip(
+                _VOLATILE.findall(want), _VOLATILE.findall(got), strict=True
+            ):
+                if page_token.isdigit():
+                    continue  # a byte count
+                if "@" in page_token:
+                    assert page_token.split("@")[0] == token.split("@")[0], where
+                known = self.same.setdefault(page_token, token)
+                assert known == token, f"{where}\n({page_token} was {known} before, now {token})"
+                taken = [p for p, t in self.same.items() if t == token and p != page_token]
+                assert not taken, f"{where}\n({token} stands for both {page_token} and {taken})"
+
+
+@pytest.fixture
+def _registries_as_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logics and algorithms a new ``mlpipe`` process knows: the built-in ones and
+    those of entry points, not those that other examples registered with a decorator."""
+    import mlpipe
+
+    for registry in (mlpipe.LOGICS, mlpipe.ALGORITHMS):
+        installed = {point.name for point in importlib.metadata.entry_points(group=registry.group)}
+        registry.names()  # loads the built-ins and the entry points
+        kept = {
+            name: entry
+            for name, entry in registry._entries.items()
+            if name in installed or entry.factory.__module__ == "mlpipe._builtins"
+        }
+        monkeypatch.setattr(registry, "_entries", kept)
+
+
+@pytest.mark.usefixtures("_registries_as_installed")
+@pytest.mark.parametrize("page", SESSION_PAGES, ids=[p.name for p in SESSION_PAGES])
+def test_command_line_sessions_run(page: Path) -> None:
+    session = CliSession(page)
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    for number, (language, code) in enumerate(session_blocks(page), start=1):
+        if language == "python":
+            filename = f"{page.name} (block {number})"
+            exec(compile(with_checked_claims(code, filename), filename, "exec"), namespace)
+        else:
+            session.run(code)
+
+
+def test_command_line_sessions_are_parsed() -> None:
+    session = "$ mlpipe a \\\n    --b c\nout 1\n\nout 2\n$ mlpipe d\n"
+    assert list(_commands(session)) == [
+        ("mlpipe a --b c", ["out 1", "", "out 2"]),
+        ("mlpipe d", []),
+    ]
 
 
 @pytest.fixture
