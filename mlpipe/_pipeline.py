@@ -371,9 +371,10 @@ class LineagePipeline(Pipeline):
             return None
         if method in (None, "fit_transform") and not hasattr(est, "transform"):
             return None
-        if method is not None:
-            # The final stage's logged evaluation depends on how it is evaluated.
-            fit_params = {**fit_params, "__evaluation__": (self.cv, self.scoring, self.log_model)}
+        if method is not None and (is_classifier(est) or is_regressor(est)):
+            # A final predictor's logged evaluation depends on how it is evaluated. (Not
+            # a transformer's: it must keep its key when it later sits under a model.)
+            fit_params = {**fit_params, "__evaluation__": (self.cv, self.scoring)}
         try:
             return cache_key(
                 stage=name, type_=type_, estimator=est, fit_params=fit_params, upstream=upstream_key
