@@ -268,7 +268,7 @@ def find_load_run(
     runs = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"{wanted} and attributes.status = 'FINISHED'",
-        order_by=[f"metrics.{schema.KEY_TIME} DESC"],
+        order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if runs:

@@ -115,8 +115,11 @@ def _filter(
     date: str | dt.date | None = None,
     upstream: str | None = None,
     finished: bool = False,
+    any_stage: bool = False,
 ) -> str:
-    clauses = [_STAGE_PREFIX_FILTER]
+    # Within a stage's own experiment every run is a stage run; the clause that says
+    # so costs a join, so it is only added when several experiments are searched.
+    clauses = [_STAGE_PREFIX_FILTER] if any_stage else []
     if type is not None:
         clauses.append(f"tags.`{schema.TYPE}` = '{_quote(store.safe_type(type))}'")
     if date is not None:
@@ -141,7 +144,9 @@ def _search(
         client.search_runs(
             experiment_ids,
             filter_string=filter_string,
-            order_by=[f"metrics.`{schema.KEY_TIME}` DESC", "attributes.start_time DESC"],
+            # Newest first. The start time is a column of the runs table; ordering by
+            # the key_time metric would make SQL collect that metric for every run.
+            order_by=["attributes.start_time DESC"],
             max_results=max_results,
         )
     )
@@ -188,7 +193,7 @@ def runs(
     found = _search(
         client,
         _experiments(client, stage, project),
-        _filter(type=type, date=date, upstream=upstream),
+        _filter(type=type, date=date, upstream=upstream, any_stage=stage is None),
         max_results,
     )
     rows: list[dict[str, Any]] = []
@@ -258,7 +263,9 @@ def descendants(run_id: str) -> list[LineageEntry]:
     seen = {run_id}
     while frontier:
         current = frontier.pop(0)
-        for run in _search(client, experiment_ids, _filter(upstream=current), 50_000):
+        for run in _search(
+            client, experiment_ids, _filter(upstream=current, any_stage=True), 50_000
+        ):
             entry = LineageEntry.from_run(run)
             if current in entry.upstream and entry.run_id not in seen:
                 seen.add(entry.run_id)
@@ -307,25 +314,58 @@ def find_chain(
         None when no such chain exists.
     """
     client = mlflow.MlflowClient()
-    load_ids = _experiments(client, schema.LOAD_STAGE, project)
     processing_ids = _experiments(client, stages[0], project)
     model_ids = _experiments(client, stages[1], project)
-    for load in _search(client, load_ids, _filter(type=table, date=date, finished=True)):
-        for processing in _search(
-            client, processing_ids, _filter(type=logic, upstream=load.info.run_id, finished=True)
-        ):
-            processing_entry = LineageEntry.from_run(processing)
-            if processing_entry.upstream != (load.info.run_id,):
-                continue
-            for model in _search(
-                client,
-                model_ids,
-                _filter(type=algorithm, upstream=processing.info.run_id, finished=True),
-                max_results=10,
-            ):
-                model_entry = LineageEntry.from_run(model)
-                if model_entry.upstream == (processing.info.run_id,):
-                    return Chain((LineageEntry.from_run(load), processing_entry, model_entry))
+    if not processing_ids or not model_ids:
+        return None
+    # Two searches, whatever the store holds: processing runs of the logic on a load of
+    # the table that day (their upstream keys say so), and model runs of the algorithm
+    # on a processing run of the logic. The chains are where the two meet.
+    load_prefix = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{_day(date)}"
+    processings = {
+        run.info.run_id: run
+        for run in _search(
+            client,
+            processing_ids,
+            _filter(type=logic, finished=True)
+            + f" and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(load_prefix)}%'",
+        )
+        if "," not in run.data.tags.get(schema.UPSTREAM_KEYS, ",")
+    }
+    if not processings:
+        return None
+    models = _search(
+        client,
+        model_ids,
+        _filter(type=algorithm, finished=True)
+        + f" and tags.`{schema.UPSTREAM_KEYS}` LIKE '{stages[0]}:{store.safe_type(logic)}@%'",
+        max_results=50_000,
+    )
+    pairs = []
+    for model_run in models:
+        entry = LineageEntry.from_run(model_run)
+        if len(entry.upstream) == 1 and entry.upstream[0] in processings:
+            pairs.append((LineageEntry.from_run(processings[entry.upstream[0]]), entry))
+    # Newest data version first, then the newest processing run on it, then the newest model.
+    pairs.sort(
+        key=lambda pair: (
+            processings[pair[0].run_id].data.tags[schema.UPSTREAM_KEYS],
+            pair[0].key,
+            pair[1].key,
+        ),
+        reverse=True,
+    )
+    checked: dict[str, LineageEntry | None] = {}
+    for processing, model in pairs:
+        load_id = processing.upstream[0]
+        if load_id not in checked:
+            load_run = client.get_run(load_id)
+            info = load_run.info
+            usable = info.status == "FINISHED" and info.lifecycle_stage == "active"
+            checked[load_id] = LineageEntry.from_run(load_run) if usable else None
+        load = checked[load_id]
+        if load is not None:
+            return Chain((load, processing, model))
     return None
 
 
