@@ -290,7 +290,9 @@ class LineagePipeline(Pipeline):
             common_tags[schema.GIT_COMMIT] = commit
         stages: list[tuple[str, str, bytes]] = []
         modules: set[str] = set()
-        Xt = X
+        # Reused stages are applied to the data only when a later stage must be fitted:
+        # an identical refit transforms nothing.
+        data_in = _LazyData(X, client)
         for i, name, est in self._active_steps():
             method = final if i == self._last else None
             type_ = (self.types or {}).get(name) or stage_type(est)
@@ -317,7 +319,7 @@ class LineagePipeline(Pipeline):
                 modules |= referenced_modules(data)
                 self.reused_.append(name)
                 if method is None or method == "fit_transform":
-                    Xt = est.transform(Xt)
+                    data_in.defer(est, hit)
                 run_id, run_key = self._reuse(
                     client, hit, name, type_, upstream, inputs, tags, X, y, stages, modules
                 )
@@ -332,8 +334,9 @@ class LineagePipeline(Pipeline):
                     tags=tags,
                 ) as run:
                     log_training_input(client, run.run_id, inputs)
+                    Xt = data_in.value()
                     start = time.perf_counter()
-                    Xt = self._fit_step(est, Xt, y, routed[name], method)
+                    out = self._fit_step(est, Xt, y, routed[name], method)
                     seconds = time.perf_counter() - start
                     if self.verbose:
                         logger.info("Fitted stage %s (%s) in %.2f s", name, run.key, seconds)
@@ -344,18 +347,21 @@ class LineagePipeline(Pipeline):
                         path = Path(tmp, schema.STAGE_FILE)
                         path.write_bytes(data)
                         client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+                        if method is None and seconds >= _OUTPUT_CACHE_SECONDS:
+                            _log_output(run, out, Path(tmp))
                     run.log(
                         params=_flat_params(est),
                         metrics={schema.FIT_TIME: seconds},
                         tags={schema.SERIALIZER: serializer},
                     )
                     if i == self._last:
-                        self._log_final(run, est, X, y, params, stages, modules)
+                        self._log_final(run, est, X, Xt, y, params, stages, modules)
+                    data_in = _LazyData(out, client)
                 run_id, run_key = run.run_id, run.key
             self.run_ids_[name] = run_id
             upstream = [(name, run_key, run_id)]
             upstream_key = key or f"uncached:{run_id}"
-        return Xt
+        return data_in.value() if final != "fit" else None
 
     def _cache_key(
         self,
@@ -527,6 +533,7 @@ class LineagePipeline(Pipeline):
         run: store.StageRun,
         est: Any,
         X: Any,
+        Xt: Any,
         y: Any,
         params: dict[str, Any],
         stages: list[tuple[str, str, bytes]],
@@ -552,8 +559,8 @@ class LineagePipeline(Pipeline):
         elif y is not None and self.cv is not None and (is_classifier(est) or is_regressor(est)):
             metrics.update(self._cross_validate(run, est, X, y, params, tags))
         if y is not None and hasattr(est, "score"):
-            # X is already prepared: skip LineagePipeline.score's second pass over it.
-            metrics[schema.TRAINING_SCORE] = float(Pipeline.score(self, X, y))
+            # What Pipeline.score computes, on the final step's input already at hand.
+            metrics[schema.TRAINING_SCORE] = float(est.score(Xt, y))
         if self.log_model and (hasattr(est, "predict") or hasattr(est, "transform")):
             fitted = Pipeline([(n, e) for n, e in self.steps])
             self.model_uri_ = log_raw_model(
@@ -942,3 +949,61 @@ def _log_predictions(run: store.StageRun, oof: _OutOfFold) -> int:
 def _flat_params(est: Any) -> dict[str, Any]:
     """The step's parameters, nested ones flattened; sub-estimators named by class."""
     return dict(sorted(est.get_params(deep=True).items()))
+
+
+# A non-final stage whose fit took this long also stores its output, so that reusing
+# it later does not transform the training data again.
+_OUTPUT_CACHE_SECONDS = 0.5
+_OUTPUT_CACHE_MAX_BYTES = 256 * 2**20
+
+
+def _log_output(run: store.StageRun, output: Any, folder: Path) -> None:
+    data = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) > _OUTPUT_CACHE_MAX_BYTES:
+        return
+    path = folder / schema.STAGE_OUTPUT
+    path.write_bytes(data)
+    run.client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+    run.log(tags={schema.OUTPUT: f"{schema.STAGE_ARTIFACT}/{schema.STAGE_OUTPUT}"})
+
+
+class _LazyData:
+    """Training data with reused stages still to apply, applied only when needed."""
+
+    def __init__(self, data: Any, client: mlflow.MlflowClient):
+        self._data = data
+        self._client = client
+        self._pending: list[tuple[Any, Any]] = []
+
+    def defer(self, stage: Any, run: Any) -> None:
+        self._pending.append((stage, run))
+
+    def value(self) -> Any:
+        if not self._pending:
+            return self._data
+        start = 0
+        for index in range(len(self._pending) - 1, -1, -1):
+            stored = _stored_output(self._client, self._pending[index][1])
+            if stored is not None:
+                self._data, start = stored, index + 1
+                break
+        for stage, _ in self._pending[start:]:
+            self._data = stage.transform(self._data)
+        self._pending = []
+        return self._data
+
+
+def _stored_output(client: mlflow.MlflowClient, run: Any) -> Any:
+    """The output a stage run stored, or None."""
+    source = run.data.tags.get(schema.REUSED_FROM) or run.info.run_id
+    owner = run if source == run.info.run_id else client.get_run(source)
+    artifact = owner.data.tags.get(schema.OUTPUT)
+    if artifact is None:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=source, artifact_path=artifact)
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (MlflowException, OSError, pickle.UnpicklingError) as error:
+        logger.warning("Cannot read the stored output of run %s: %s", source, error)
+        return None

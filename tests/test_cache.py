@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -281,3 +282,48 @@ def test_an_unreadable_cached_stage_is_refitted(data):
     (Path(local) / schema.STAGE_ARTIFACT / schema.STAGE_FILE).write_bytes(b"not a pickle")
     again = _pipe().fit(X, y)
     assert "processing" not in again.reused_ and CountingScaler.fits == 2
+
+
+class SlowScaler(CountingScaler):
+    """A processing stage slow enough for its output to be stored."""
+
+    transforms = 0
+
+    def fit(self, X, y=None):
+        time.sleep(0.6)
+        return super().fit(X, y)
+
+    def transform(self, X):
+        type(self).transforms += 1
+        return X * self.factor
+
+
+def test_reuse_transforms_only_when_a_later_stage_is_fitted(data):
+    X, y = data
+    SlowScaler.transforms = 0
+    slow = mlpipe.LineagePipeline(
+        [("processing", SlowScaler()), ("model", CountingModel())], cv=None
+    )
+    slow.fit(X, y)
+    run = mlflow.MlflowClient().get_run(slow.run_ids_["processing"])
+    assert run.data.tags[schema.OUTPUT] == "stage/output.pkl"
+    after_first = SlowScaler.transforms
+    # Identical refit: nothing is fitted, so nothing is transformed.
+    mlpipe.LineagePipeline([("processing", SlowScaler()), ("model", CountingModel())], cv=None).fit(
+        X, y
+    )
+    # A new model: the stored output stands in for transforming the training data.
+    warm = mlpipe.LineagePipeline(
+        [("processing", SlowScaler()), ("model", CountingModel(C=0.3))], cv=None
+    ).fit(X, y)
+    assert warm.reused_ == ["processing"]
+    assert SlowScaler.transforms == after_first
+    assert CountingModel.fits == 2
+    assert (
+        warm.predict(X)
+        == mlpipe.LineagePipeline(
+            [("processing", SlowScaler()), ("model", CountingModel(C=0.3))], cv=None, cache=False
+        )
+        .fit(X, y)
+        .predict(X)
+    ).all()

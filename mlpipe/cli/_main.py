@@ -377,7 +377,7 @@ def _run_main(args: argparse.Namespace) -> int:
     if key and key.rsplit("@", 1)[0] != args.table:
         raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
     load_run = find_load_run(key or args.table, date, project=args.project)
-    if not args.params and date is not None:
+    if not args.params and not args.tune_threshold and date is not None:
         # A pure lookup: no data is read when the whole chain exists.
         chain = mlpipe.find_chain(
             args.table, date, args.logic, args.algorithm, project=args.project
