@@ -16,6 +16,9 @@ from mlpipe.tracking import _store as store
 __all__ = ["Chain", "LineageEntry", "descendants", "find_chain", "lineage", "runs"]
 
 _MAX_RESULTS = 1000
+# find_chain asks for a model on each of this many newest processing candidates
+# before it falls back to one search over every model of the algorithm.
+_DIRECT_CANDIDATES = 4
 _STAGE_PREFIX_FILTER = f"tags.`{schema.STAGE}` != ''"
 
 
@@ -334,29 +337,15 @@ def find_chain(
     }
     if not processings:
         return None
-    models = _search(
-        client,
-        model_ids,
-        _filter(type=algorithm, finished=True)
-        + f" and tags.`{schema.UPSTREAM_KEYS}` LIKE '{stages[0]}:{store.safe_type(logic)}@%'",
-        max_results=50_000,
-    )
-    pairs = []
-    for model_run in models:
-        entry = LineageEntry.from_run(model_run)
-        if len(entry.upstream) == 1 and entry.upstream[0] in processings:
-            pairs.append((LineageEntry.from_run(processings[entry.upstream[0]]), entry))
-    # Newest data version first, then the newest processing run on it, then the newest model.
-    pairs.sort(
-        key=lambda pair: (
-            processings[pair[0].run_id].data.tags[schema.UPSTREAM_KEYS],
-            pair[0].key,
-            pair[1].key,
-        ),
+    # Newest data version first, then the newest processing run on it.
+    ordered = sorted(
+        processings.values(),
+        key=lambda run: (run.data.tags[schema.UPSTREAM_KEYS], run.data.tags.get(schema.KEY, "")),
         reverse=True,
     )
     checked: dict[str, LineageEntry | None] = {}
-    for processing, model in pairs:
+
+    def chain_on(processing: LineageEntry, model: LineageEntry) -> Chain | None:
         load_id = processing.upstream[0]
         if load_id not in checked:
             load_run = client.get_run(load_id)
@@ -364,8 +353,43 @@ def find_chain(
             usable = info.status == "FINISHED" and info.lifecycle_stage == "active"
             checked[load_id] = LineageEntry.from_run(load_run) if usable else None
         load = checked[load_id]
-        if load is not None:
-            return Chain((load, processing, model))
+        return Chain((load, processing, model)) if load is not None else None
+
+    model_filter = _filter(type=algorithm, finished=True)
+    # The newest candidates first, one small exact search each: the usual answer
+    # costs one or two searches.
+    for run in ordered[:_DIRECT_CANDIDATES]:
+        found = _search(
+            client,
+            model_ids,
+            f"{model_filter} and tags.`{schema.UPSTREAM}` = '{run.info.run_id}'",
+            max_results=1,
+        )
+        if found:
+            chain = chain_on(LineageEntry.from_run(run), LineageEntry.from_run(found[0]))
+            if chain is not None:
+                return chain
+    if len(ordered) <= _DIRECT_CANDIDATES:
+        return None
+    # Many candidates: one search for every model of the algorithm on that logic.
+    rank = {run.info.run_id: i for i, run in enumerate(ordered[_DIRECT_CANDIDATES:])}
+    pairs = []
+    for model_run in _search(
+        client,
+        model_ids,
+        f"{model_filter} and tags.`{schema.UPSTREAM_KEYS}` LIKE "
+        f"'{stages[0]}:{store.safe_type(logic)}@%'",
+        max_results=50_000,
+    ):
+        entry = LineageEntry.from_run(model_run)
+        if len(entry.upstream) == 1 and entry.upstream[0] in rank:
+            pairs.append((rank[entry.upstream[0]], entry))
+    pairs.sort(key=lambda pair: (pair[0], -store.key_time(pair[1].key)))
+    for position, model in pairs:
+        processing = LineageEntry.from_run(ordered[_DIRECT_CANDIDATES + position])
+        chain = chain_on(processing, model)
+        if chain is not None:
+            return chain
     return None
 
 

@@ -120,3 +120,18 @@ def test_project_runs_are_kept_apart(raw):
     assert len(mlpipe.runs(project="credit")) == 3
     assert mlpipe.runs().empty
     assert mlflow.MlflowClient().get_experiment_by_name("credit/model") is not None
+
+
+def test_find_chain_looks_past_many_newer_candidates(raw):
+    old = mlpipe.load(raw, name="penguins", target="species")
+    coherent = _pipe().fit(old)
+    for cell in range(5):  # five newer pulls, each processed, none modelled
+        changed = raw.copy()
+        changed.loc[cell, "bill_length_mm"] = 50.0 + cell
+        _pipe()[:1].fit(mlpipe.load(changed, name="penguins", target="species"))
+    chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
+    assert chain is not None and chain.run_ids == {
+        "load": old.run_id,
+        "processing": coherent.run_ids_["processing"],
+        "model": coherent.run_ids_["model"],
+    }
