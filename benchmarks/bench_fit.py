@@ -208,12 +208,14 @@ def patched(breakdown: Breakdown) -> Iterator[None]:
         (dataset, "fingerprint", "load run: fingerprint", False),
         (dataset, "dataset_entity", "load run: dataset entity (schema of 100 rows)", False),
         (pipeline, "log_load", "load run: MLflow logging", False),
-        (pipeline, "dataset_entity", "stage runs: dataset entity built again", False),
+        (pipeline, "find_frame_load", "load run: look for an identical frame", False),
+        (pipeline, "training_inputs", "stage runs: read the load's dataset inputs", False),
         (mlpipe.tracking._store, "git_commit", "git rev-parse HEAD (subprocess)", False),
+        (pipeline, "lookup", "cache lookups", False),
         (pipeline, "dumps", "stage runs: serialize fitted stages", False),
-        (pipeline.LineagePipeline, "_cross_validate", "cross-validation (5 folds)", False),
-        (pipeline.LineagePipeline, "score", "training score (predict on all rows)", False),
+        (pipeline.LineagePipeline, "_cross_validate", "cross-validation + plots (5 folds)", False),
         (pipeline, "log_raw_model", "log_raw_model (model logging)", False),
+        (pipeline, "render", "lineage picture", False),
     ]
     # Stage-run logging: every MlflowClient call made by the stage loop itself
     # (calls made inside the load run or the model logging count there).
