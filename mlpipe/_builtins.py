@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sklearn.compose import make_column_selector, make_column_transformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import KNNImputer, SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
 from mlpipe._registry import algorithm, logic
 
 __all__: list[str] = []
 
+# scikit-learn is imported inside each factory: registering the built-ins must stay
+# cheap, since `mlpipe main` checks names before it knows whether anything needs fitting.
+
 
 def _text(max_categories: int | None) -> Any:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     return make_pipeline(
         SimpleImputer(strategy="most_frequent"),
         OneHotEncoder(
@@ -29,6 +29,11 @@ def _text(max_categories: int | None) -> Any:
 def plain(*, scale: bool = True, max_categories: int | None = None) -> Any:
     """Impute numbers with their median (and scale them), text with its most frequent value
     and one-hot encode it; columns are picked by dtype, so any raw frame fits."""
+    from sklearn.compose import make_column_selector, make_column_transformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     numbers = [SimpleImputer(strategy="median")] + ([StandardScaler()] if scale else [])
     return make_column_transformer(
         (make_pipeline(*numbers), make_column_selector(dtype_include="number")),
@@ -40,6 +45,11 @@ def plain(*, scale: bool = True, max_categories: int | None = None) -> Any:
 def knn(*, n_neighbors: int = 5, max_categories: int | None = None) -> Any:
     """Like ``plain``, but a missing number is imputed from its ``n_neighbors`` nearest
     rows (on scaled numbers) rather than the median: slower, and often closer to the truth."""
+    from sklearn.compose import make_column_selector, make_column_transformer
+    from sklearn.impute import KNNImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_column_transformer(
         (
             make_pipeline(StandardScaler(), KNNImputer(n_neighbors=n_neighbors)),
@@ -52,12 +62,16 @@ def knn(*, n_neighbors: int = 5, max_categories: int | None = None) -> Any:
 @algorithm("logreg", grid={"C": [0.01, 0.1, 1.0, 10.0]})
 def logreg(*, C: float = 1.0, max_iter: int = 1000) -> Any:
     """Logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
 @algorithm("rf", grid={"n_estimators": [100, 300], "max_depth": [None, 8, 16]})
 def rf(*, n_estimators: int = 200, max_depth: int | None = None, random_state: int = 0) -> Any:
     """Random forest."""
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(
         n_estimators=n_estimators, max_depth=max_depth, random_state=random_state
     )
@@ -72,6 +86,8 @@ def hgb(
     random_state: int = 0,
 ) -> Any:
     """Histogram gradient boosting."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return HistGradientBoostingClassifier(
         learning_rate=learning_rate,
         max_iter=max_iter,

@@ -372,7 +372,11 @@ def _run_main(args: argparse.Namespace) -> int:
     from mlpipe.data._dataset import find_load_run
 
     args.search = None
-    steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", _model(args))]
+    # Names are checked first; estimators are built only if something must be fitted.
+    mlpipe.LOGICS.entry(args.logic)
+    mlpipe.ALGORITHMS.entry(args.algorithm)
+    if args.params:
+        _model(args)  # a bad -P fails before any lookup
     key, date = _date_or_key(args.retrieval_time)
     if key and key.rsplit("@", 1)[0] != args.table:
         raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
@@ -392,6 +396,7 @@ def _run_main(args: argparse.Namespace) -> int:
             print("The chain exists: nothing to run.")
             return 0
     args.search = None
+    steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", _model(args))]
     pipe = mlpipe.LineagePipeline(
         steps,
         project=args.project,
