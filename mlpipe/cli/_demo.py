@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import mlflow
@@ -55,12 +58,18 @@ def run_demo(out: TextIO) -> None:
         file=out,
     )
     print(f"Raw-input model: {pipe.model_uri_}\n", file=out)
+    # Commands as this environment runs them, whether or not its bin/ is on PATH.
+    scripts = Path(sys.executable).parent
+    here = scripts if str(scripts) not in os.environ.get("PATH", "").split(os.pathsep) else None
+    mlflow_cmd = f"{here}/mlflow" if here else "mlflow"
+    mlpipe_cmd = f"{here}/mlpipe" if here else "mlpipe"
     print("Next:", file=out)
-    print(f"  mlflow ui --backend-store-uri {uri}", file=out)
+    print(f"  {mlflow_cmd} ui --backend-store-uri {uri}", file=out)
     print("      then open http://127.0.0.1:5000 (experiments load, processing, model)", file=out)
+    print(f"  {mlpipe_cmd} serve {pipe.run_ids_['model']} --port 5001", file=out)
     print(
-        f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m {pipe.model_uri_} "
-        "--env-manager local --port 5001",
+        f"      (the same as: PATH={scripts}:$PATH MLFLOW_TRACKING_URI={uri} mlflow models "
+        f"serve -m {pipe.model_uri_} --env-manager local --port 5001)",
         file=out,
     )
     example = raw.drop(columns="species").head(2).to_json(orient="split", index=False)
