@@ -454,7 +454,7 @@ def log_load(
         )
         log_training_input(client, run.run_id, [entity])
         if snapshot:
-            run.log(tags={schema.SNAPSHOT: _log_snapshot(client, run.run_id, frame)})
+            run.log(tags={schema.SNAPSHOT: _log_snapshot(client, run.run_id, frame, digest)})
     return Dataset(
         frame=frame,
         target=target,
@@ -468,15 +468,22 @@ def log_load(
     )
 
 
-def _log_snapshot(client: mlflow.MlflowClient, run_id: str, frame: pd.DataFrame) -> str:
-    """Store ``frame`` as an artifact; return its artifact path."""
+def _log_snapshot(
+    client: mlflow.MlflowClient, run_id: str, frame: pd.DataFrame, digest: str
+) -> str:
+    """Store ``frame`` (whose fingerprint is ``digest``) as an artifact; return its path.
+
+    Parquet is read back and fingerprinted before it is trusted: a dtype it cannot
+    hold exactly falls back to a pickle, so :meth:`Dataset.from_run` always returns
+    the very data the run saw.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, schema.SNAPSHOT_FILE)
         exact = False
         if all(isinstance(c, str) for c in frame.columns):
             try:
                 frame.to_parquet(path)
-                exact = fingerprint(pd.read_parquet(path)) == fingerprint(frame)
+                exact = fingerprint(pd.read_parquet(path)) == digest
             except (ValueError, TypeError, ImportError, pa.ArrowException) as error:
                 logger.info("Snapshot falls back to pickle: %s", error)
         if not exact:

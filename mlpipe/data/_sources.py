@@ -65,10 +65,11 @@ def read_sql(
 ) -> pd.DataFrame:
     """Read a table or the result of a query, ``chunksize`` rows at a time.
 
-    Results are streamed (a server-side cursor where the driver has one), so memory
-    holds the frame being built plus one chunk, never the driver's whole result
-    set as Python tuples. A table is read in primary-key order when it has one, so
-    the same content gives the same rows in the same order, hence the same
+    Results are streamed (a server-side cursor where the driver has one), so the
+    driver's whole result set never sits in memory as Python tuples: the peak is
+    about twice the final frame (its chunks, then their concatenation), where a
+    single ``pandas.read_sql`` peaks near nine times (benchmarks/bench_load.py).
+    A table is read in primary-key order when it has one, so the same content gives the same rows in the same order, hence the same
     fingerprint, on every pull; give a query an ``ORDER BY`` for the same guarantee.
     """
     if (table is None) == (query is None):
