@@ -69,8 +69,9 @@ def read_sql(
     driver's whole result set never sits in memory as Python tuples: the peak is
     about twice the final frame (its chunks, then their concatenation), where a
     single ``pandas.read_sql`` peaks near nine times (benchmarks/bench_load.py).
-    A table is read in primary-key order when it has one, so the same content gives the same rows in the same order, hence the same
-    fingerprint, on every pull; give a query an ``ORDER BY`` for the same guarantee.
+    A table is read in primary-key order when it has one, so the same content gives
+    the same rows in the same order, hence the same fingerprint, on every pull; give
+    a query an ``ORDER BY`` for the same guarantee.
     """
     if (table is None) == (query is None):
         raise SourceError(
