@@ -320,9 +320,7 @@ class LineagePipeline(Pipeline):
                 self.reused_.append(name)
                 if method is None or method == "fit_transform":
                     data_in.defer(est, hit)
-                run_id, run_key = self._reuse(
-                    client, hit, name, type_, upstream, inputs, tags, X, y, stages, modules
-                )
+                run_id, run_key = self._reuse(client, hit, name, type_, upstream, inputs, tags)
                 logger.info("Reused stage %s from run %s", name, hit.info.run_id)
             else:
                 with store.stage_run(
@@ -398,10 +396,6 @@ class LineagePipeline(Pipeline):
         upstream: list[tuple[str, str, str]],
         inputs: list[Any],
         tags: dict[str, str],
-        X: Any,
-        y: Any,
-        stages: list[tuple[str, str, bytes]],
-        modules: set[str],
     ) -> tuple[str, str]:
         """Point at a cached stage run; return the (run id, key) the chain continues from.
 

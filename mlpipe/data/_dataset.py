@@ -201,7 +201,7 @@ class Dataset:
             run_id=run_id,
             key=key,
             fingerprint=digest,
-            retrieved_at=_key_datetime(key),
+            retrieved_at=store.key_datetime(key),
             loads=((key, run_id),),
         )
 
@@ -233,20 +233,6 @@ class Dataset:
         return cls.from_run(find_load_run(name, date, project=project))
 
 
-def _key_datetime(key: str) -> dt.datetime:
-    stamp = dt.datetime.strptime(key.rsplit("@", 1)[1], "%Y%m%d%H%M%S")
-    return stamp.replace(tzinfo=dt.UTC)
-
-
-def _day(date: str | dt.date) -> str:
-    if isinstance(date, dt.date):
-        return date.strftime("%Y%m%d")
-    try:
-        return dt.date.fromisoformat(date).strftime("%Y%m%d")
-    except ValueError:
-        raise ValueError(f"Expected a date such as '2019-02-09', got {date!r}.") from None
-
-
 def find_load_run(
     name: str, date: str | dt.date | None = None, *, project: str | None = None
 ) -> str:
@@ -263,7 +249,7 @@ def find_load_run(
         type_ = name.rsplit("@", 1)[0]
     else:
         type_ = store.safe_type(name)
-        prefix = f"{type_}@{_day(date)}" if date is not None else f"{type_}@"
+        prefix = f"{type_}@{store.day(date)}" if date is not None else f"{type_}@"
         wanted = f"tags.`{schema.KEY}` LIKE '{prefix}%'"
     runs = client.search_runs(
         [experiment.experiment_id],
@@ -279,7 +265,9 @@ def find_load_run(
         run_view_type=ViewType.ACTIVE_ONLY,
         max_results=5000,
     )
-    dates = sorted({_key_datetime(r.data.tags[schema.KEY]).date().isoformat() for r in existing})
+    dates = sorted(
+        {store.key_datetime(r.data.tags[schema.KEY]).date().isoformat() for r in existing}
+    )
     when = f" on {date}" if date is not None and "@" not in name else ""
     if dates:
         raise NotFoundError(
@@ -463,7 +451,7 @@ def log_load(
         run_id=run.run_id,
         key=run.key,
         fingerprint=digest,
-        retrieved_at=_key_datetime(run.key),
+        retrieved_at=store.key_datetime(run.key),
         loads=((run.key, run.run_id),),
     )
 
@@ -605,7 +593,7 @@ def find_frame_load(
                 run_id=run.info.run_id,
                 key=key,
                 fingerprint=digest,
-                retrieved_at=_key_datetime(key),
+                retrieved_at=store.key_datetime(key),
                 loads=((key, run.info.run_id),),
             )
     return None

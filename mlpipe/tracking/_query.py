@@ -97,17 +97,6 @@ def _experiments(client: mlflow.MlflowClient, stage: str | None, project: str | 
     ]
 
 
-def _day(date: str | dt.date) -> str:
-    if isinstance(date, dt.datetime):
-        date = date.date()
-    if isinstance(date, dt.date):
-        return date.strftime("%Y%m%d")
-    try:
-        return dt.date.fromisoformat(date).strftime("%Y%m%d")
-    except ValueError:
-        raise ValueError(f"Expected a date such as '2019-02-09', got {date!r}.") from None
-
-
 def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
@@ -127,7 +116,7 @@ def _filter(
         clauses.append(f"tags.`{schema.TYPE}` = '{_quote(store.safe_type(type))}'")
     if date is not None:
         head = f"{store.safe_type(type)}@" if type is not None else "%@"
-        clauses.append(f"tags.`{schema.KEY}` LIKE '{head}{_day(date)}%'")
+        clauses.append(f"tags.`{schema.KEY}` LIKE '{head}{store.day(date)}%'")
     if upstream is not None:
         clauses.append(f"tags.`{schema.UPSTREAM}` LIKE '%{_quote(upstream)}%'")
     if finished:
@@ -324,7 +313,7 @@ def find_chain(
     # Two searches, whatever the store holds: processing runs of the logic on a load of
     # the table that day (their upstream keys say so), and model runs of the algorithm
     # on a processing run of the logic. The chains are where the two meet.
-    load_prefix = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{_day(date)}"
+    load_prefix = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{store.day(date)}"
     processings = {
         run.info.run_id: run
         for run in _search(

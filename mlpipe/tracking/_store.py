@@ -111,6 +111,24 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
         when += dt.timedelta(seconds=1)
 
 
+def key_datetime(key: str) -> dt.datetime:
+    """The UTC time in a stage key."""
+    stamp = dt.datetime.strptime(key.rsplit("@", 1)[1], _KEY_TIME_FORMAT)
+    return stamp.replace(tzinfo=dt.UTC)
+
+
+def day(date: str | dt.date) -> str:
+    """``yyyymmdd`` of a date given as ``"2019-02-09"`` or a ``datetime.date``."""
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if isinstance(date, dt.date):
+        return date.strftime("%Y%m%d")
+    try:
+        return dt.date.fromisoformat(date).strftime("%Y%m%d")
+    except ValueError:
+        raise ValueError(f"Expected a date such as '2019-02-09', got {date!r}.") from None
+
+
 def format_param(value: Any) -> str:
     """A parameter value as a stable, readable string (no memory addresses)."""
     if callable(value) and hasattr(value, "__qualname__"):
