@@ -264,6 +264,7 @@ class LineagePipeline(Pipeline):
         routed = self._route(params, final)
         self.run_ids_: dict[str, str] = {}
         self.model_uri_: str | None = None
+        self.reused_: list[str] = []
         if _fitted_by_meta_estimator():
             Xt = X
             for i, name, est in self._active_steps():
@@ -272,7 +273,6 @@ class LineagePipeline(Pipeline):
         client = mlflow.MlflowClient()
         if dataset is None:
             frame, target = as_frame(raw_X, y)
-            dataset = None
             if self.cache:
                 dataset = find_frame_load(client, frame, target=target, project=self.project)
             if dataset is None:
@@ -281,7 +281,6 @@ class LineagePipeline(Pipeline):
                 )
         inputs = training_inputs(client, dataset)
         self.run_ids_ = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
-        self.reused_: list[str] = []
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
         common_tags = {schema.VERSION: __version__}
