@@ -5,6 +5,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlpipe import LineagePipeline
+from mlpipe._builtins import LabelEncodedClassifier
 
 # The same exceptions scikit-learn grants Pipeline (fit replaces the steps it was given).
 PIPELINE_XFAIL = {
@@ -22,4 +23,9 @@ def _instances():
 
 @parametrize_with_checks(_instances(), expected_failed_checks=lambda est: PIPELINE_XFAIL)
 def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks([LabelEncodedClassifier(LogisticRegression())])
+def test_label_encoded_classifier(estimator, check):
     check(estimator)
