@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
-from mlpipe.model._serialize import installed_distribution, loads
+from mlpipe.model._serialize import installed_distribution, is_installed, loads
 from mlpipe.tracking import _schema as schema
 
 __all__ = ["Uncacheable", "cache_key", "data_key", "load_step", "lookup"]
@@ -99,7 +99,11 @@ def _source_hash(obj: Any) -> str:
     targets = [obj]
     if isinstance(obj, type):
         # Base classes defined outside installed packages change behaviour too.
-        targets = [c for c in obj.__mro__ if c is not object and not _is_installed(c)]
+        targets = [
+            c
+            for c in obj.__mro__
+            if c is not object and not is_installed((c.__module__ or "").partition(".")[0])
+        ]
     for target in targets:
         try:
             parts.append(inspect.getsource(target))
@@ -127,15 +131,6 @@ def _code_text(code: types.CodeType) -> str:
     # reference counts): spell out the bytecode, names and constants instead.
     consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     return f"{code.co_code.hex()}/{code.co_names}/{code.co_varnames}/{consts}"
-
-
-def _is_installed(cls: type) -> bool:
-    top = (cls.__module__ or "").partition(".")[0]
-    return (
-        top in sys.stdlib_module_names
-        or top == "builtins"
-        or (top != "__main__" and installed_distribution(top) is not None)
-    )
 
 
 def _canonical(value: Any) -> Any:

@@ -14,7 +14,14 @@ import cloudpickle
 
 from mlpipe.exceptions import SerializationError
 
-__all__ = ["dumps", "installed_distribution", "loads", "referenced_modules", "requirements"]
+__all__ = [
+    "dumps",
+    "installed_distribution",
+    "is_installed",
+    "loads",
+    "referenced_modules",
+    "requirements",
+]
 
 # Top-level modules always pickled by value: mlpipe's own code must travel with
 # the model, since the model has to load where mlpipe is not installed.
@@ -51,7 +58,11 @@ def installed_distribution(module: str) -> str | None:
     return names[0] if names else None
 
 
-def _installed(module: str) -> bool:
+def is_installed(module: str) -> bool:
+    """Whether top-level ``module`` comes with Python or an installed distribution.
+
+    mlpipe counts as not installed: it travels by value with every model.
+    """
     return (
         module in sys.stdlib_module_names
         or module in sys.builtin_module_names
@@ -73,7 +84,7 @@ def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
                 sys.modules[m]
                 for m in sorted(modules)
                 if m != "__main__"
-                and not _installed(m)
+                and not is_installed(m)
                 and m in sys.modules
                 and m not in cloudpickle.list_registry_pickle_by_value()
             ]
@@ -127,7 +138,7 @@ def referenced_modules(data: bytes) -> set[str]:
             strings.append(arg)
         if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
             found.add(strings[-2].partition(".")[0])
-    return {m for m in found if _installed(m)}
+    return {m for m in found if is_installed(m)}
 
 
 def loads(data: bytes, serializer: str) -> Any:
@@ -143,7 +154,7 @@ def requirements(modules: set[str], serializers: set[str]) -> list[str]:
     """Pinned pip requirements that make ``modules`` importable, plus what loading needs."""
     names = {"mlflow", "cloudpickle", "pandas", "numpy", "scikit-learn", *serializers}
     for module in modules:
-        if _installed(module) and module not in sys.stdlib_module_names:
+        if is_installed(module) and module not in sys.stdlib_module_names:
             names.update(_distributions().get(module, []))
     pins = []
     for name in sorted(names, key=str.lower):
