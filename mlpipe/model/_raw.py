@@ -56,11 +56,10 @@ def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) 
 
     With ``select``, columns are also put in training order and extra columns are
     dropped, as the served model does. A column that was integer in training stays
-    integer when its values are whole numbers; a
-    fractional value or a missing value makes it float64 rather than being
-    truncated. A column that was numeric in training and arrives as text is
-    parsed as numbers; a value that is not a number raises ``ValueError`` naming
-    the column.
+    integer when its values are whole numbers; a fractional value or a missing
+    value makes it float64 rather than being truncated. A column that was numeric
+    in training and arrives as text is parsed as numbers; a value that is not a
+    number raises ``ValueError`` naming the column.
     """
     if dtypes is None or not isinstance(frame, pd.DataFrame):
         return normalize_missing(frame)
