@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 import sqlalchemy
+from _breakdown import Breakdown  # benchmarks/ is on sys.path when a script runs
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from palmerpenguins import load_penguins
@@ -969,36 +970,6 @@ def cache_table(X: pd.DataFrame, y: pd.Series, cv: Any, repeat: int) -> tuple[pd
         f"{per_round('identical refit (C=0.5)', 'sklearn Pipeline.fit (C=0.5)')}."
     )
     return pd.DataFrame(rows), note
-
-
-class Breakdown:
-    """Exclusive wall time per part: a part timed inside another is not counted twice."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self._stack: list[list[float]] = []
-
-    def wrap(
-        self, label: str | Callable[..., str], func: Callable[..., Any], *, top_only: bool = False
-    ) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if top_only and self._stack:
-                return func(*args, **kwargs)
-            name = label(*args, **kwargs) if callable(label) else label
-            self._stack.append([0.0])
-            start = time.perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                children = self._stack.pop()[0]
-                self.seconds[name] += elapsed - children
-                self.calls[name] += 1
-                if self._stack:
-                    self._stack[-1][0] += elapsed
-
-        return timed
 
 
 @contextlib.contextmanager
