@@ -32,7 +32,15 @@ from mlpipe.data._fingerprint import fingerprint
 from mlpipe.model._serialize import installed_distribution, is_installed, loads
 from mlpipe.tracking import _schema as schema
 
-__all__ = ["Uncacheable", "cache_key", "data_key", "load_step", "lookup"]
+__all__ = [
+    "Uncacheable",
+    "cache_key",
+    "data_key",
+    "fitting_run",
+    "load_step",
+    "lookup",
+    "stored_output",
+]
 
 logger = logging.getLogger("mlpipe")
 
@@ -206,14 +214,32 @@ def _active(client: mlflow.MlflowClient, run_id: str) -> bool:
         return False
 
 
-def load_step(client: mlflow.MlflowClient, run: Run) -> tuple[Any, bytes, str]:
-    """The fitted step stored by ``run`` (or the run it reused), its bytes and serializer."""
-    source = run.data.tags.get(schema.REUSED_FROM) or run.info.run_id
-    owner = client.get_run(source) if source != run.info.run_id else run
-    serializer = owner.data.tags.get(schema.SERIALIZER, "cloudpickle")
+def fitting_run(client: mlflow.MlflowClient, run: Run) -> Run:
+    """The run that fitted ``run``'s stage and holds its artifacts: itself, or the one it reused."""
+    source = run.data.tags.get(schema.REUSED_FROM)
+    return client.get_run(source) if source else run
+
+
+def load_step(run: Run) -> tuple[Any, bytes, str]:
+    """The fitted step stored by ``run`` (a :func:`fitting_run`), its bytes and serializer."""
+    serializer = run.data.tags.get(schema.SERIALIZER, "cloudpickle")
     path = mlflow.artifacts.download_artifacts(
-        run_id=source, artifact_path=f"{schema.STAGE_ARTIFACT}/{schema.STAGE_FILE}"
+        run_id=run.info.run_id, artifact_path=f"{schema.STAGE_ARTIFACT}/{schema.STAGE_FILE}"
     )
     with open(path, "rb") as f:
         data = f.read()
     return loads(data, serializer), data, serializer
+
+
+def stored_output(run: Run) -> Any:
+    """The output on its training data that ``run`` (a :func:`fitting_run`) stored, or None."""
+    artifact = run.data.tags.get(schema.OUTPUT)
+    if artifact is None:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except (MlflowException, OSError, pickle.UnpicklingError) as error:
+        logger.warning("Cannot read the stored output of run %s: %s", run.info.run_id, error)
+        return None

@@ -26,7 +26,15 @@ from sklearn.utils import indexable
 from sklearn.utils.metadata_routing import process_routing
 from sklearn.utils.metaestimators import available_if
 
-from mlpipe._cache import Uncacheable, cache_key, data_key, load_step, lookup
+from mlpipe._cache import (
+    Uncacheable,
+    cache_key,
+    data_key,
+    fitting_run,
+    load_step,
+    lookup,
+    stored_output,
+)
 from mlpipe._graph import render
 from mlpipe._version import __version__
 from mlpipe.data._dataset import (
@@ -291,7 +299,7 @@ class LineagePipeline(Pipeline):
         modules: set[str] = set()
         # Reused stages are applied to the data only when a later stage must be fitted:
         # an identical refit transforms nothing.
-        data_in = _LazyData(X, client)
+        data_in = _LazyData(X)
         for i, name, est in self._active_steps():
             method = final if i == self._last else None
             type_ = (self.types or {}).get(name) or stage_type(est)
@@ -312,13 +320,13 @@ class LineagePipeline(Pipeline):
                 )
             loaded = self._load_cached(client, hit) if hit is not None else None
             if hit is not None and loaded is not None:
-                est, data, serializer = loaded
+                est, data, serializer, owner = loaded
                 self.steps[i] = (name, est)
                 stages.append((name, serializer, data))
                 modules |= referenced_modules(data)
                 self.reused_.append(name)
                 if method is None or method == "fit_transform":
-                    data_in.defer(est, hit)
+                    data_in.defer(est, owner)
                 run_id, run_key = self._reuse(client, hit, name, type_, upstream, inputs, tags)
                 logger.info("Reused stage %s from run %s", name, hit.info.run_id)
             else:
@@ -353,7 +361,7 @@ class LineagePipeline(Pipeline):
                     )
                     if i == self._last:
                         self._log_final(run, est, X, Xt, y, params, stages, modules)
-                    data_in = _LazyData(out, client)
+                    data_in = _LazyData(out)
                 run_id, run_key = run.run_id, run.key
             self.run_ids_[name] = run_id
             upstream = [(name, run_key, run_id)]
@@ -441,10 +449,12 @@ class LineagePipeline(Pipeline):
         return len(self.steps) - 1
 
     @staticmethod
-    def _load_cached(client: mlflow.MlflowClient, hit: Any) -> tuple[Any, bytes, str] | None:
-        """The cached fitted stage, or None (the stage is refitted) if it cannot be read."""
+    def _load_cached(client: mlflow.MlflowClient, hit: Any) -> tuple[Any, bytes, str, Any] | None:
+        """The cached fitted stage (with its bytes, serializer and the run that fitted it),
+        or None (the stage is refitted) if it cannot be read."""
         try:
-            return load_step(client, hit)
+            owner = fitting_run(client, hit)
+            return (*load_step(owner), owner)
         except (
             MlflowException,
             OSError,
@@ -963,20 +973,20 @@ def _log_output(run: store.StageRun, output: Any, folder: Path) -> None:
 class _LazyData:
     """Training data with reused stages still to apply, applied only when needed."""
 
-    def __init__(self, data: Any, client: mlflow.MlflowClient):
+    def __init__(self, data: Any):
         self._data = data
-        self._client = client
         self._pending: list[tuple[Any, Any]] = []
 
-    def defer(self, stage: Any, run: Any) -> None:
-        self._pending.append((stage, run))
+    def defer(self, stage: Any, fitted_by: Any) -> None:
+        """Apply ``stage`` (fitted by run ``fitted_by``) when the data is next needed."""
+        self._pending.append((stage, fitted_by))
 
     def value(self) -> Any:
         if not self._pending:
             return self._data
         start = 0
         for index in range(len(self._pending) - 1, -1, -1):
-            stored = _stored_output(self._client, self._pending[index][1])
+            stored = stored_output(self._pending[index][1])
             if stored is not None:
                 self._data, start = stored, index + 1
                 break
@@ -984,19 +994,3 @@ class _LazyData:
             self._data = stage.transform(self._data)
         self._pending = []
         return self._data
-
-
-def _stored_output(client: mlflow.MlflowClient, run: Any) -> Any:
-    """The output a stage run stored, or None."""
-    source = run.data.tags.get(schema.REUSED_FROM) or run.info.run_id
-    owner = run if source == run.info.run_id else client.get_run(source)
-    artifact = owner.data.tags.get(schema.OUTPUT)
-    if artifact is None:
-        return None
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=source, artifact_path=artifact)
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except (MlflowException, OSError, pickle.UnpicklingError) as error:
-        logger.warning("Cannot read the stored output of run %s: %s", source, error)
-        return None

@@ -341,7 +341,7 @@ def _run_train(args: argparse.Namespace) -> int:
     import mlflow
 
     import mlpipe
-    from mlpipe._cache import load_step
+    from mlpipe._cache import fitting_run, load_step
     from mlpipe.tracking import _schema as schema
 
     model = _model(args)  # a bad name or parameter fails before any lookup
@@ -352,7 +352,7 @@ def _run_train(args: argparse.Namespace) -> int:
     dataset = mlpipe.Dataset.from_run(upstream[0])
     # The fitted processing stage itself: its cache key is the run's, so the new chain
     # continues from that very run instead of refitting it.
-    processing, _, _ = load_step(mlflow.MlflowClient(), processing_run)
+    processing, _, _ = load_step(fitting_run(mlflow.MlflowClient(), processing_run))
     pipe = mlpipe.LineagePipeline(
         [("processing", processing), ("model", model)],
         project=args.project,
