@@ -21,10 +21,73 @@ from mlpipe.model import _raw
 from mlpipe.model._serialize import requirements
 from mlpipe.tracking import _schema as schema
 
-__all__ = ["log_raw_model", "raw_signature"]
+__all__ = ["describe_columns", "log_raw_model", "raw_signature"]
 
 _SAMPLE_ROWS = 1000
 _EXAMPLE_ROWS = 5
+# Beyond this many distinct values a text column is free text, not a set of categories.
+MAX_CATEGORIES = 1000
+
+
+def describe_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Describe each column of the training frame, as the logged model's ``meta.json`` keeps it.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The raw training records, exactly as the first stage saw them.
+
+    Returns
+    -------
+    dict
+        ``{column name: description}``, in column order. Each description holds
+        ``dtype`` (the pandas dtype, as text), ``nullable`` (whether the column had a
+        missing value in training), ``categories`` (the sorted distinct text values
+        of a text column, or ``None`` for a column that is not text or that has more
+        than ``MAX_CATEGORIES`` of them) and ``min``, ``max`` (floats, for numeric
+        columns other than booleans; ``None`` otherwise or when every value is missing).
+        Every value is plain JSON.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"island": ["Dream", None, "Biscoe"], "year": [2007, 2008, 2009]})
+    >>> describe_columns(frame)["island"]
+    {'dtype': 'str', 'nullable': True, 'categories': ['Biscoe', 'Dream'], 'min': None, 'max': None}
+    >>> describe_columns(frame)["year"]
+    {'dtype': 'int64', 'nullable': False, 'categories': None, 'min': 2007.0, 'max': 2009.0}
+    """
+    described: dict[str, dict[str, Any]] = {}
+    for name, column in frame.items():
+        dtype = column.dtype
+        missing = column.isna()
+        nullable = bool(missing.any())
+        categories: list[str] | None = None
+        low: float | None = None
+        high: float | None = None
+        if pd.api.types.is_bool_dtype(dtype):
+            pass
+        elif pd.api.types.is_numeric_dtype(dtype):
+            values = column[~missing] if nullable else column
+            if len(values):
+                low, high = float(values.min()), float(values.max())
+        elif (
+            dtype == np.dtype(object)
+            or pd.api.types.is_string_dtype(dtype)
+            or isinstance(dtype, pd.CategoricalDtype)
+        ):
+            distinct = pd.unique((column[~missing] if nullable else column).to_numpy(dtype=object))
+            if len(distinct) <= MAX_CATEGORIES:
+                text = [v for v in distinct if isinstance(v, str)]
+                categories = sorted(text) if text or not len(distinct) else None
+        described[str(name)] = {
+            "dtype": str(dtype),
+            "nullable": nullable,
+            "categories": categories,
+            "min": low,
+            "max": high,
+        }
+    return described
 
 
 def raw_signature(X: Any, predictions: Any, method: str = "predict") -> ModelSignature:
@@ -97,7 +160,11 @@ def log_raw_model(
         pipeline_path = Path(tmp, "pipeline.pkl")
         pipeline_path.write_bytes(pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL))
         meta_path = Path(tmp, "meta.json")
-        meta_path.write_text(json.dumps({"dtypes": dtypes}))
+        meta = {
+            "dtypes": dtypes,
+            "columns": describe_columns(X) if isinstance(X, pd.DataFrame) else None,
+        }
+        meta_path.write_text(json.dumps(meta))
         # The model class travels by value: loading it must not need mlpipe.
         cloudpickle.register_pickle_by_value(sys.modules[_raw.__name__])
         try:
