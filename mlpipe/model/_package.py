@@ -42,11 +42,11 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     dict
         ``{column name: description}``, in column order. Each description holds
         ``dtype`` (the pandas dtype, as text), ``nullable`` (whether the column had a
-        missing value in training), ``categories`` (the sorted distinct text values
-        of a text column, or ``None`` for a column that is not text or that has more
-        than ``MAX_CATEGORIES`` of them) and ``min``, ``max`` (floats, for numeric
-        columns other than booleans; ``None`` otherwise or when every value is missing).
-        Every value is plain JSON.
+        missing value in training), ``categories`` (the sorted distinct values of a
+        text column, or ``None`` for a column that is not text, that mixes text with
+        other values, or that has more than ``MAX_CATEGORIES`` distinct values) and
+        ``min``, ``max`` (floats, for numeric columns other than booleans; ``None``
+        otherwise or when every value is missing). Every value is plain JSON.
 
     Examples
     --------
@@ -77,9 +77,9 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
             or isinstance(dtype, pd.CategoricalDtype)
         ):
             distinct = pd.unique((column[~missing] if nullable else column).to_numpy(dtype=object))
-            if len(distinct) <= MAX_CATEGORIES:
-                text = [v for v in distinct if isinstance(v, str)]
-                categories = sorted(text) if text or not len(distinct) else None
+            # A column that mixes text with other values is not a text column.
+            if len(distinct) <= MAX_CATEGORIES and all(isinstance(v, str) for v in distinct):
+                categories = sorted(distinct)
         described[str(name)] = {
             "dtype": str(dtype),
             "nullable": nullable,
