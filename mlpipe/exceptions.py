@@ -9,6 +9,7 @@ __all__ = [
     "SerializationError",
     "SourceError",
     "StageError",
+    "TrackingError",
 ]
 
 
@@ -30,3 +31,7 @@ class SourceError(MlpipeError, ValueError):
 
 class NotFoundError(MlpipeError, LookupError):
     """No run matches what was asked for; the message lists what exists instead."""
+
+
+class TrackingError(MlpipeError, RuntimeError):
+    """The tracking store failed (or could not be reached) while a stage was logged."""

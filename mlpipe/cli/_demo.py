@@ -29,13 +29,14 @@ def run_demo(out: TextIO) -> None:
     from palmerpenguins import load_penguins
 
     import mlpipe
+    from mlpipe.tracking import _store as store
 
     raw = load_penguins()
     dataset = mlpipe.load(raw, name="penguins", target="species")
     pipe = penguins_pipeline()
     pipe.fit(dataset)
 
-    client = mlflow.MlflowClient()
+    client = store.client()
     rows = []
     for stage, run_id in pipe.run_ids_.items():
         run = client.get_run(run_id)

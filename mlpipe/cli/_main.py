@@ -227,9 +227,9 @@ def _find_dataset(table: str, when: str, project: str | None) -> Any:
 
 
 def _report(pipe: Any) -> None:
-    import mlflow
+    from mlpipe.tracking import _store as store
 
-    client = mlflow.MlflowClient()
+    client = store.client()
     rows = []
     for stage, run_id in pipe.run_ids_.items():
         for one in run_id.split(","):
@@ -288,9 +288,8 @@ def _run_process(args: argparse.Namespace) -> int:
 
 
 def _processing_run(logic: str, when: str, project: str | None) -> Any:
-    import mlflow
-
     import mlpipe
+    from mlpipe.tracking import _store as store
     from mlpipe.tracking._query import explain_missing
 
     key, date = _date_or_key(when)
@@ -300,7 +299,7 @@ def _processing_run(logic: str, when: str, project: str | None) -> Any:
     found = found[found["status"] == "FINISHED"]
     if found.empty:
         raise UserError(explain_missing("processing", logic, date or key, project=project))
-    return mlflow.MlflowClient().get_run(found["run_id"].iloc[0])
+    return store.client().get_run(found["run_id"].iloc[0])
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -338,11 +337,10 @@ def _grid_size(grid: dict[str, list[Any]]) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import mlflow
-
     import mlpipe
     from mlpipe._cache import fitting_run, load_step
     from mlpipe.tracking import _schema as schema
+    from mlpipe.tracking import _store as store
 
     model = _model(args)  # a bad name or parameter fails before any lookup
     processing_run = _processing_run(args.logic, args.processed_time, args.project)
@@ -352,7 +350,7 @@ def _run_train(args: argparse.Namespace) -> int:
     dataset = mlpipe.Dataset.from_run(upstream[0])
     # The fitted processing stage itself: its cache key is the run's, so the new chain
     # continues from that very run instead of refitting it.
-    processing, _, _ = load_step(fitting_run(mlflow.MlflowClient(), processing_run))
+    processing, _, _ = load_step(fitting_run(store.client(), processing_run))
     pipe = mlpipe.LineagePipeline(
         [("processing", processing), ("model", model)],
         project=args.project,
@@ -454,10 +452,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     import mlflow
 
     from mlpipe.tracking import _schema as schema
+    from mlpipe.tracking import _store as store
 
     uri = args.model
     if "://" not in uri and not uri.startswith("models:/"):
-        uri = mlflow.MlflowClient().get_run(uri).data.tags.get(schema.MODEL_URI)
+        uri = store.client().get_run(uri).data.tags.get(schema.MODEL_URI)
         if not uri:
             raise UserError(f"Run {args.model} has no raw-input model (it is not a final stage).")
     env = dict(os.environ)

@@ -171,7 +171,7 @@ class Dataset:
         NotFoundError
             If the run is not a load run or has no snapshot.
         """
-        run = mlflow.MlflowClient().get_run(run_id)
+        run = store.client().get_run(run_id)
         tags = run.data.tags
         if tags.get(schema.STAGE) != schema.LOAD_STAGE:
             raise NotFoundError(
@@ -237,7 +237,7 @@ def find_load_run(
     name: str, date: str | dt.date | None = None, *, project: str | None = None
 ) -> str:
     """The run id of the newest FINISHED load of ``name`` on ``date``, or of an exact key."""
-    client = mlflow.MlflowClient()
+    client = store.client()
     experiment = client.get_experiment_by_name(store.experiment_name(schema.LOAD_STAGE, project))
     if experiment is None:
         raise NotFoundError(
@@ -423,7 +423,7 @@ def log_load(
             f"Target column {target!r} is not in the data; its columns are {list(frame.columns)}."
         )
     digest = fingerprint(frame)
-    client = mlflow.MlflowClient()
+    client = store.client()
     tags = {schema.FINGERPRINT: digest, schema.SOURCE: source, schema.VERSION: __version__}
     with store.stage_run(
         client, stage=schema.LOAD_STAGE, type_=name, project=project, upstream=[], tags=tags

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from mlflow.data.dataset_source import DatasetSource
 
 from mlpipe.exceptions import SourceError
+from mlpipe.tracking._store import redact, scrub
 
 __all__ = ["SQLDatasetSource", "read_file", "read_sql", "redact"]
 
@@ -24,22 +25,6 @@ DEFAULT_CHUNKSIZE = 100_000
 FILE_READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
 
-def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``.
-
-    Examples
-    --------
-    >>> redact("postgresql://ana:s3cret@db.example/shop")
-    'postgresql://ana:***@db.example/shop'
-    >>> redact("sqlite:///shop.db")
-    'sqlite:///shop.db'
-    """
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url  # not a database URL: a path, which holds no password
-
-
 def is_database_url(source: str) -> bool:
     """Whether ``source`` parses as a SQLAlchemy URL (``dialect[+driver]://...``)."""
     try:
@@ -47,13 +32,6 @@ def is_database_url(source: str) -> bool:
     except sa.exc.ArgumentError:
         return False
     return "://" in source
-
-
-def _scrub(error: BaseException, url: str) -> str:
-    # Drivers sometimes echo the connection string: keep the password out of it.
-    text = str(error)
-    password = sa.engine.make_url(url).password
-    return text.replace(str(password), "***") if password else text
 
 
 def read_sql(
@@ -82,7 +60,7 @@ def read_sql(
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as error:
-        raise SourceError(f"Cannot use database {redact(url)}: {_scrub(error, url)}") from None
+        raise SourceError(f"Cannot use database {redact(url)}: {scrub(error, url)}") from None
     try:
         with engine.connect().execution_options(stream_results=True) as connection:
             if table is not None:
@@ -106,7 +84,7 @@ def read_sql(
         ) from None
     except sa.exc.SQLAlchemyError as error:
         raise SourceError(
-            f"Reading {what} from {redact(url)} failed: {_scrub(error, url)}"
+            f"Reading {what} from {redact(url)} failed: {scrub(error, url)}"
         ) from None
     finally:
         engine.dispose()

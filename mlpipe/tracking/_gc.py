@@ -23,6 +23,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from mlpipe.exceptions import StageError
 from mlpipe.tracking import _schema as schema
+from mlpipe.tracking._store import client as store_client
+from mlpipe.tracking._store import redact
 
 logger = logging.getLogger("mlpipe")
 
@@ -159,13 +161,13 @@ def collect_garbage(
     """
     if older_than is not None and older_than < dt.timedelta(0):
         raise StageError(f"older_than must be zero or positive, got {older_than}.")
-    client = mlflow.MlflowClient()
+    client = store_client()
     uri = backend_store_uri or mlflow.get_tracking_uri()
     store = mlflow.tracking._get_store(uri)
     if not all(hasattr(store, name) for name in _STORE_METHODS):
         if not dry_run or older_than is not None:
             raise StageError(
-                f"The tracking store {_redact(uri)} cannot remove rows for good "
+                f"The tracking store {redact(uri)!r} cannot remove rows for good "
                 f"({type(store).__name__}). Pass the tracking server's database as "
                 "backend_store_uri (for example 'postgresql://…' or "
                 "'sqlite:///…/mlflow.db'), or use dry_run=True without older_than to "
@@ -222,14 +224,6 @@ def collect_garbage(
     )
     logger.info("%s", str(report).splitlines()[0])
     return report
-
-
-def _redact(uri: str) -> str:
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return repr(uri)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return repr(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
 
 
 def _millis(delta: dt.timedelta) -> int:

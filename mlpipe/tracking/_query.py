@@ -181,7 +181,7 @@ def runs(
     >>> mlpipe.runs(stage="model").columns[:7].tolist()
     ['run_id', 'stage', 'type', 'key', 'started', 'status', 'upstream']
     """
-    client = mlflow.MlflowClient()
+    client = store.client()
     found = _search(
         client,
         _experiments(client, stage, project),
@@ -225,7 +225,7 @@ def lineage(run_id: str) -> list[LineageEntry]:
     -------
     list of LineageEntry
     """
-    client = mlflow.MlflowClient()
+    client = store.client()
     ordered: list[LineageEntry] = []
     seen: set[str] = set()
 
@@ -244,7 +244,7 @@ def lineage(run_id: str) -> list[LineageEntry]:
 
 def descendants(run_id: str) -> list[LineageEntry]:
     """Every stage run fitted on ``run_id``, directly or not, nearest first."""
-    client = mlflow.MlflowClient()
+    client = store.client()
     experiment_ids = _experiments(client, None, None)
     root = client.get_run(run_id)
     project = _project_of(client, root)
@@ -305,7 +305,7 @@ def find_chain(
     Chain or None
         None when no such chain exists.
     """
-    client = mlflow.MlflowClient()
+    client = store.client()
     processing_ids = _experiments(client, stages[0], project)
     model_ids = _experiments(client, stages[1], project)
     if not processing_ids or not model_ids:
@@ -386,7 +386,7 @@ def explain_missing(
     stage: str, type: str, date: str | dt.date | None = None, *, project: str | None = None
 ) -> str:
     """Say which dates (or types) exist when no run of ``type`` in ``stage`` was found."""
-    client = mlflow.MlflowClient()
+    client = store.client()
     experiment_ids = _experiments(client, stage, project)
     name = store.experiment_name(stage, project)
     if not experiment_ids:

@@ -11,13 +11,14 @@ KEY = "mlpipe.key"  # "type@yyyymmddHHMMSS", unique within the stage; also the r
 UPSTREAM = "mlpipe.upstream"  # comma-separated run ids of the stage runs it was fitted on
 UPSTREAM_KEYS = "mlpipe.upstream_keys"  # comma-separated "stage:key" of the same runs
 CLASS = "mlpipe.class"  # module.qualname of the fitted object
-SERIALIZER = "mlpipe.serializer"  # "cloudpickle" or "dill"
+SERIALIZER = "mlpipe.serializer"  # "cloudpickle", "dill" or "skops": how stage/ was saved
 VERSION = "mlpipe.version"  # the mlpipe version that logged the run
 MODEL_URI = "mlpipe.model_uri"  # on the final stage: the raw-input pyfunc model
 CACHE_KEY = "mlpipe.cache_key"  # the stage cache key (see mlpipe/_cache.py)
 OUTPUT = "mlpipe.output"  # artifact path of a slow stage's stored output on its training data
 REUSED_FROM = "mlpipe.reused_from"  # the run whose fitted stage this run reuses
 EVALUATION = "mlpipe.evaluation"  # on the final stage: how its metrics were measured
+OWNER = "mlpipe.owner"  # "host:pid" of the process that logged it (to end it if it dies)
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
 
 # Tags on load runs.
@@ -46,7 +47,8 @@ SNAPSHOT_DIR = "data"  # the load run's snapshot: data/snapshot.parquet (or .pkl
 SNAPSHOT_FILE = "snapshot.parquet"
 SNAPSHOT_PICKLE = "snapshot.pkl"
 STAGE_ARTIFACT = "stage"  # directory holding the fitted stage
-STAGE_FILE = "stage.pkl"
+STAGE_FILE = "stage.pkl"  # serializer cloudpickle or dill
+STAGE_SKOPS_FILE = "stage.skops"  # serializer skops
 STAGE_OUTPUT = "output.pkl"  # stage/output.pkl: see OUTPUT
 CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table
 LINEAGE_GRAPH = "lineage.svg"  # on the final stage: the chain as a picture

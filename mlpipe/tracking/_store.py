@@ -1,24 +1,147 @@
-"""Stage experiments and stage runs: created by name, always ended FINISHED or FAILED."""
+"""Stage experiments and stage runs: created by name, always ended FINISHED or FAILED.
+
+Every call mlpipe makes to the tracking store goes through :func:`client`, which
+retries the store's transient errors with backoff.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
+import os
+import random
 import re
+import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
+import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
-from mlpipe.exceptions import StageError
+from mlpipe.exceptions import StageError, TrackingError
 from mlpipe.tracking import _schema as schema
 
 logger = logging.getLogger("mlpipe")
+
+# Errors a store raises when another writer holds it for a moment: worth retrying.
+# (MLflow's HTTP client already retries 429 and 5xx answers and refused connections
+# itself, with backoff, MLFLOW_HTTP_REQUEST_MAX_RETRIES times.)
+_TRANSIENT = (
+    "database is locked",
+    "database table is locked",
+    "deadlock detected",
+    "could not serialize access",
+)
+# Seconds between attempts (each with ±50% jitter): about 16 s in all.
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 5.0, 5.0)
+_retrying = threading.local()
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``.
+
+    Examples
+    --------
+    >>> redact("postgresql://ana:s3cret@db.example/shop")
+    'postgresql://ana:***@db.example/shop'
+    >>> redact("https://ana:s3cret@mlflow.example")
+    'https://ana:***@mlflow.example'
+    >>> redact("sqlite:///shop.db")
+    'sqlite:///shop.db'
+    """
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url  # not a URL: a path, which holds no password
+
+
+def scrub(error: BaseException | str, url: str) -> str:
+    """The text of ``error`` with the password of ``url`` replaced by ``***``.
+
+    Drivers and HTTP clients sometimes echo the URL they were given.
+    """
+    text = str(error)
+    try:
+        password = sa.engine.make_url(url).password
+    except sa.exc.ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is a store being busy for a moment rather than a real failure."""
+    text = str(error).lower()
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def _retry(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    for delay in (*RETRY_DELAYS, None):
+        _retrying.active = True
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if delay is None or not is_transient(error):
+                raise
+            logger.info("Tracking store busy (%s); retrying in %.1f s", error, delay)
+        finally:
+            _retrying.active = False
+        time.sleep(delay * random.uniform(0.5, 1.5))
+
+
+class _RetryingClient(mlflow.MlflowClient):
+    # Every public method retries transient errors; a call made while another is
+    # being retried (MLflow calling itself) is not retried a second time.
+    def __getattribute__(self, name: str) -> Any:
+        attribute = super().__getattribute__(name)
+        if name.startswith("_") or not callable(attribute) or getattr(_retrying, "active", False):
+            return attribute
+        return functools.partial(_retry, attribute)
+
+
+def client() -> mlflow.MlflowClient:
+    """An ``MlflowClient`` on the current tracking URI that retries transient store errors.
+
+    SQLite answers "database is locked" when several processes write at once, and
+    PostgreSQL may end a transaction to break a deadlock: such calls are retried
+    with growing pauses (about 16 s in all). Any other error is raised at once.
+    """
+    return _RetryingClient()
+
+
+class Where:
+    """The stage being logged, for :func:`reporting` to name."""
+
+    stage = "load"
+
+
+@contextlib.contextmanager
+def reporting() -> Iterator[Where]:
+    """Turn a failure of the tracking store into a TrackingError naming the stage.
+
+    The caller keeps ``where.stage`` up to date. The error names the stage and the
+    store (its password redacted) and keeps the original as its cause.
+    """
+    where = Where()
+    try:
+        yield where
+    except (MlflowException, requests.RequestException, sa.exc.SQLAlchemyError) as error:
+        uri = mlflow.get_tracking_uri()
+        detail = scrub(getattr(error, "message", None) or error, uri).strip().splitlines()
+        raise TrackingError(
+            f"Stage {where.stage!r} failed while logging to the tracking store {redact(uri)}: "
+            f"{detail[0] if detail else type(error).__name__}. Runs that finished before "
+            f"it are kept, and fitting again reuses them."
+        ) from error
+
 
 # MLflow's own limits on one log_batch call and on a parameter value.
 _MAX_PARAMS_PER_BATCH = 100
@@ -189,6 +312,67 @@ class StageRun:
             first = False
 
 
+# Runs this process could not end (the store was unreachable): ended FAILED as soon
+# as the store answers again, at the start of the next fit.
+_unended: set[str] = set()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -> list[str]:
+    """End FAILED the stage runs left RUNNING by a fit that can no longer end them.
+
+    Those are the runs this process could not end because the store was
+    unreachable, and the runs started on this host by a process that has since
+    died (killed, or its machine restarted). Runs of live processes and of other
+    hosts are left alone. Returns the ids of the runs ended.
+    """
+    ended = []
+    for run_id in list(_unended):
+        try:
+            client.set_terminated(run_id, status="FAILED")
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        _unended.discard(run_id)
+        ended.append(run_id)
+    if not experiment_ids:
+        return ended
+    host = socket.gethostname()
+    running = client.search_runs(
+        experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in running:
+        owner_host, _, pid = run.data.tags.get(schema.OWNER, "").rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="FAILED")
+            ended.append(run.info.run_id)
+    if ended:
+        logger.warning("Ended FAILED %d run(s) left RUNNING by an interrupted fit", len(ended))
+    return ended
+
+
+def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:
+    # Called while an error is propagating: never mask it, remember the run instead.
+    try:
+        client.set_terminated(run_id, status=RunStatus.to_string(status))
+    except Exception:
+        _unended.add(run_id)
+        logger.exception("Could not end run %s; it will be ended FAILED on the next fit", run_id)
+
+
 @contextlib.contextmanager
 def stage_run(
     client: mlflow.MlflowClient,
@@ -203,7 +387,9 @@ def stage_run(
 
     ``upstream`` lists ``(stage, key, run_id)`` of the runs this one was fitted on.
     The run never stays RUNNING: any exception, including KeyboardInterrupt, ends it
-    (FAILED, or KILLED for an interrupt) and is re-raised unchanged.
+    (FAILED, or KILLED for an interrupt) and is re-raised unchanged. If the store
+    cannot be reached to end it, the next fit ends it (see :func:`end_abandoned_runs`);
+    meanwhile a RUNNING run is never reused by the cache.
     """
     experiment_id = get_or_create_experiment(client, experiment_name(stage, project))
     type_ = safe_type(type_)
@@ -212,6 +398,7 @@ def stage_run(
         schema.TYPE: type_,
         schema.UPSTREAM: ",".join(run_id for _, _, run_id in upstream),
         schema.UPSTREAM_KEYS: ",".join(f"{s}:{k}" for s, k, _ in upstream),
+        schema.OWNER: _owner(),
         **(tags or {}),
     }
     run = client.create_run(experiment_id, tags=all_tags, run_name=type_)
@@ -220,10 +407,10 @@ def stage_run(
         yield StageRun(client, run, key)
     except BaseException as error:
         status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
-        try:
-            client.set_terminated(run.info.run_id, status=RunStatus.to_string(status))
-        except Exception:
-            # The stage's own error is what the caller needs; this one is only logged.
-            logger.exception("Could not mark run %s as failed", run.info.run_id)
+        _end(client, run.info.run_id, status)
         raise
-    client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+    try:
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+    except BaseException:
+        _unended.add(run.info.run_id)
+        raise
