@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
+from mlpipe.exceptions import SerializationError
 from mlpipe.model._serialize import installed_distribution, is_installed, loads
 from mlpipe.tracking import _schema as schema
 
@@ -39,6 +40,7 @@ __all__ = [
     "fitting_run",
     "load_step",
     "lookup",
+    "stage_file",
     "stored_output",
 ]
 
@@ -220,11 +222,34 @@ def fitting_run(client: mlflow.MlflowClient, run: Run) -> Run:
     return client.get_run(source) if source else run
 
 
-def load_step(run: Run) -> tuple[Any, bytes, str]:
-    """The fitted step stored by ``run`` (a :func:`fitting_run`), its bytes and serializer."""
+def stage_file(serializer: str) -> str:
+    """The name of the fitted stage's file under ``stage/`` for ``serializer``."""
+    return schema.STAGE_SKOPS_FILE if serializer == "skops" else schema.STAGE_FILE
+
+
+def load_step(run: Run, *, skops_only: bool = False) -> tuple[Any, bytes, str]:
+    """The fitted step stored by ``run`` (a :func:`fitting_run`), its bytes and serializer.
+
+    The run's serializer tag says how the step was saved. With ``skops_only`` (a
+    pipeline with ``serializer="skops"``) a step saved any other way is refused
+    rather than unpickled, whatever the tag says, and a skops step is loaded only
+    once its types are checked.
+
+    Raises
+    ------
+    SerializationError
+        With ``skops_only``, if the run did not save its step with skops; or if a
+        skops step holds an untrusted type.
+    """
     serializer = run.data.tags.get(schema.SERIALIZER, "cloudpickle")
+    if skops_only and serializer != "skops":
+        raise SerializationError(
+            f"Run {run.info.run_id} saved its fitted step with {serializer}, and a "
+            "pipeline with serializer='skops' never unpickles."
+        )
     path = mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path=f"{schema.STAGE_ARTIFACT}/{schema.STAGE_FILE}"
+        run_id=run.info.run_id,
+        artifact_path=f"{schema.STAGE_ARTIFACT}/{stage_file(serializer)}",
     )
     with open(path, "rb") as f:
         data = f.read()
@@ -234,7 +259,8 @@ def load_step(run: Run) -> tuple[Any, bytes, str]:
 def stored_output(run: Run) -> Any:
     """The output on its training data that ``run`` (a :func:`fitting_run`) stored, or None."""
     artifact = run.data.tags.get(schema.OUTPUT)
-    if artifact is None:
+    if artifact is None or run.data.tags.get(schema.SERIALIZER) == "skops":
+        # The output is a pickle, which a stage saved with skops is never read from.
         return None
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)

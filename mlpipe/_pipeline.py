@@ -33,6 +33,7 @@ from mlpipe._cache import (
     fitting_run,
     load_step,
     lookup,
+    stage_file,
     stored_output,
 )
 from mlpipe._graph import render
@@ -45,7 +46,7 @@ from mlpipe.data._dataset import (
     log_training_input,
     training_inputs,
 )
-from mlpipe.exceptions import StageError
+from mlpipe.exceptions import SerializationError, StageError
 from mlpipe.model._package import dtypes_of, log_raw_model
 from mlpipe.model._raw import prepare
 from mlpipe.model._serialize import dumps, referenced_modules
@@ -64,6 +65,7 @@ logger = logging.getLogger("mlpipe")
 _CLASSIFIER_SCORING = ("accuracy", "balanced_accuracy", "f1_macro")
 _REGRESSOR_SCORING = ("r2", "neg_root_mean_squared_error", "neg_mean_absolute_error")
 _SKIPPED = (None, "passthrough")
+_SERIALIZERS = ("cloudpickle", "skops")
 # The out-of-fold predictions table is for reading, not for analysis at scale.
 _MAX_PREDICTION_ROWS = 100_000
 # Points drawn in the residual plot; more only blur into one cloud.
@@ -161,6 +163,19 @@ class LineagePipeline(Pipeline):
     types : dict of str to str, optional
         The type of each stage run, by step name (``{"processing": "plain",
         "model": "logreg"}``); by default the step's class name.
+    serializer : {"cloudpickle", "skops"}, default="cloudpickle"
+        How fitted steps are saved, in the stage runs and in the raw-input model.
+        ``"cloudpickle"`` takes any step (falling back to dill), but loading the
+        model, or reusing a cached stage, unpickles and so runs code from the
+        store. ``"skops"`` saves each step with :func:`skops.io.dump`, loads it
+        only after checking that every type in it is one skops trusts
+        (scikit-learn, numpy, scipy) or on mlpipe's short allow-list, and logs
+        the model as code rather than as a pickle: loading it unpickles nothing.
+        A step of any other class (your own, a tree-based model that skops
+        distrusts) then raises :class:`~mlpipe.exceptions.SerializationError`,
+        before anything is logged when the class is already visible unfitted.
+        Stages are reused only from runs saved the same way. See
+        :doc:`/pyfunc`.
 
     Attributes
     ----------
@@ -211,6 +226,7 @@ class LineagePipeline(Pipeline):
         scoring: Any = None,
         cache: bool = True,
         types: dict[str, str] | None = None,
+        serializer: str = "cloudpickle",
     ):
         super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
         self.project = project
@@ -219,6 +235,7 @@ class LineagePipeline(Pipeline):
         self.scoring = scoring
         self.cache = cache
         self.types = types
+        self.serializer = serializer
 
     # --- fitting -------------------------------------------------------------------
 
@@ -323,7 +340,7 @@ class LineagePipeline(Pipeline):
                 est, data, serializer, owner = loaded
                 self.steps[i] = (name, est)
                 stages.append((name, serializer, data))
-                modules |= referenced_modules(data)
+                modules |= referenced_modules(data, serializer)
                 self.reused_.append(name)
                 if method is None or method == "fit_transform":
                     data_in.defer(est, owner)
@@ -345,14 +362,19 @@ class LineagePipeline(Pipeline):
                     seconds = time.perf_counter() - start
                     if self.verbose:
                         logger.info("Fitted stage %s (%s) in %.2f s", name, run.key, seconds)
-                    data, serializer, found = dumps(est)
+                    data, serializer, found = dumps(est, self.serializer)
                     stages.append((name, serializer, data))
                     modules |= found
                     with tempfile.TemporaryDirectory() as tmp:
-                        path = Path(tmp, schema.STAGE_FILE)
+                        path = Path(tmp, stage_file(serializer))
                         path.write_bytes(data)
                         client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
-                        if method is None and seconds >= _OUTPUT_CACHE_SECONDS:
+                        # The stored output is a pickle: never with skops.
+                        if (
+                            method is None
+                            and seconds >= _OUTPUT_CACHE_SECONDS
+                            and serializer != "skops"
+                        ):
                             _log_output(run, out, Path(tmp))
                     run.log(
                         params=_flat_params(est),
@@ -386,6 +408,10 @@ class LineagePipeline(Pipeline):
             # A final predictor's logged evaluation depends on how it is evaluated. (Not
             # a transformer's: it must keep its key when it later sits under a model.)
             fit_params = {**fit_params, "__evaluation__": (self.cv, self.scoring)}
+        if self.serializer == "skops":
+            # Reusing a stage loads it: a skops pipeline reuses only stages saved with
+            # skops (the default keeps the keys it always had).
+            fit_params = {**fit_params, "__serializer__": self.serializer}
         try:
             return cache_key(
                 stage=name, type_=type_, estimator=est, fit_params=fit_params, upstream=upstream_key
@@ -448,19 +474,27 @@ class LineagePipeline(Pipeline):
     def _last(self) -> int:
         return len(self.steps) - 1
 
-    @staticmethod
-    def _load_cached(client: mlflow.MlflowClient, hit: Any) -> tuple[Any, bytes, str, Any] | None:
+    def _load_cached(
+        self, client: mlflow.MlflowClient, hit: Any
+    ) -> tuple[Any, bytes, str, Any] | None:
         """The cached fitted stage (with its bytes, serializer and the run that fitted it),
-        or None (the stage is refitted) if it cannot be read."""
+        or None (the stage is refitted) if it cannot be read, or, with skops, was not
+        saved with skops or holds an untrusted type."""
+        skops = self.serializer == "skops"
         try:
             owner = fitting_run(client, hit)
-            return (*load_step(owner), owner)
+            est, data, serializer = load_step(owner, skops_only=skops)
+            if serializer == "skops" and not skops:
+                # The default model unpickles every step: give it a pickle.
+                data, serializer, _ = dumps(est)
+            return est, data, serializer, owner
         except (
             MlflowException,
             OSError,
             pickle.UnpicklingError,
             AttributeError,
             ImportError,
+            SerializationError,
         ) as error:
             logger.warning("Cannot reuse run %s, refitting: %s", hit.info.run_id, error)
             return None
@@ -498,6 +532,15 @@ class LineagePipeline(Pipeline):
             )
         if self.project is not None and (not isinstance(self.project, str) or not self.project):
             raise StageError(f"project must be a non-empty string or None, got {self.project!r}.")
+        if self.serializer not in _SERIALIZERS:
+            raise StageError(
+                f"serializer must be one of {list(_SERIALIZERS)}, got {self.serializer!r}."
+            )
+        if self.serializer == "skops":
+            from mlpipe.model._skops import check_steps
+
+            # Before anything is logged: a class skops would refuse fails the fit now.
+            check_steps(self.steps)
 
     def _route(self, params: dict[str, Any], final: str) -> dict[str, dict[str, Any]]:
         """The fit parameters of each step, keyed by step name."""
@@ -574,6 +617,7 @@ class LineagePipeline(Pipeline):
                 fitted=fitted,
                 X=X,
                 dtypes=self.input_dtypes_,
+                serializer=self.serializer,
             )
             tags[schema.MODEL_URI] = self.model_uri_
         run.log(metrics=metrics, tags=tags)
@@ -694,7 +738,16 @@ class LineagePipeline(Pipeline):
         """
         item = super().__getitem__(ind)
         if isinstance(ind, slice):
-            own = ("transform_input", "project", "log_model", "cv", "scoring", "cache", "types")
+            own = (
+                "transform_input",
+                "project",
+                "log_model",
+                "cv",
+                "scoring",
+                "cache",
+                "types",
+                "serializer",
+            )
             item.set_params(**{name: getattr(self, name) for name in own})
         return item
 

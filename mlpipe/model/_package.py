@@ -6,6 +6,8 @@ import json
 import pickle
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
-from mlpipe.model import _raw
+from mlpipe.model import _raw, _skops
 from mlpipe.model._serialize import requirements
 from mlpipe.tracking import _schema as schema
 
@@ -134,6 +136,7 @@ def log_raw_model(
     fitted: Any,
     X: Any,
     dtypes: dict[str, str] | None,
+    serializer: str = "cloudpickle",
 ) -> str:
     """Log a fitted chain as a raw-input pyfunc model; return its ``models:/`` URI.
 
@@ -142,6 +145,10 @@ def log_raw_model(
     schema. The model's pip requirements are the exact
     versions of what the pickle refers to, found while pickling, so MLflow does
     not spend seconds inferring them in a subprocess.
+
+    With ``serializer="cloudpickle"`` the model is a pickled
+    :class:`~mlpipe.model._raw.RawInputModel` and its steps one pickle; with
+    ``"skops"`` it is code (see :mod:`mlpipe.model._skops`) and its steps skops files.
     """
     if isinstance(X, pd.DataFrame):
         sample = X.sample(n=min(len(X), _SAMPLE_ROWS), random_state=0)
@@ -157,32 +164,47 @@ def log_raw_model(
         name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
     )
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline_path = Path(tmp, "pipeline.pkl")
-        pipeline_path.write_bytes(pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL))
         meta_path = Path(tmp, "meta.json")
         meta = {
             "dtypes": dtypes,
             "columns": describe_columns(X) if isinstance(X, pd.DataFrame) else None,
         }
         meta_path.write_text(json.dumps(meta))
-        # The model class travels by value: loading it must not need mlpipe.
-        cloudpickle.register_pickle_by_value(sys.modules[_raw.__name__])
-        try:
+        code: AbstractContextManager[tuple[Any, list[str] | None, dict[str, str]]]
+        if serializer == "skops":
+            code = _skops.model_code(Path(tmp), stages)
+        else:
+            code = _pickled_model(Path(tmp), stages)
+        with code as (python_model, code_paths, artifacts):
             info = Model.log(
                 artifact_path=None,
                 name=schema.MODEL_NAME,
                 flavor=mlflow.pyfunc,
                 run_id=run_id,
                 model_id=model.model_id,
-                python_model=_raw.RawInputModel(),
-                artifacts={"pipeline": str(pipeline_path), "meta": str(meta_path)},
+                python_model=python_model,
+                code_paths=code_paths,
+                artifacts={**artifacts, "meta": str(meta_path)},
                 signature=signature,
                 input_example=example,
                 pip_requirements=requirements(modules, {s for _, s, _ in stages}),
             )
-        finally:
-            cloudpickle.unregister_pickle_by_value(sys.modules[_raw.__name__])
     return str(info.model_uri)
+
+
+@contextmanager
+def _pickled_model(
+    folder: Path, stages: list[tuple[str, str, bytes]]
+) -> Iterator[tuple[Any, None, dict[str, str]]]:
+    """The default model: a pickled :class:`~mlpipe.model._raw.RawInputModel`, steps pickled."""
+    pipeline_path = folder / "pipeline.pkl"
+    pipeline_path.write_bytes(pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL))
+    # The model class travels by value: loading it must not need mlpipe.
+    cloudpickle.register_pickle_by_value(sys.modules[_raw.__name__])
+    try:
+        yield _raw.RawInputModel(), None, {"pipeline": str(pipeline_path)}
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[_raw.__name__])
 
 
 def dtypes_of(X: Any) -> dict[str, str] | None:

@@ -124,6 +124,16 @@ class RawInputModel(PythonModel):
     def load_context(self, context: Any) -> None:
         with open(context.artifacts["meta"]) as f:
             meta = json.load(f)
+        self.pipeline = Pipeline(self.load_steps(context))
+        self.dtypes = meta["dtypes"]
+        self.default_method = "predict" if hasattr(self.pipeline, "predict") else "transform"
+
+    def load_steps(self, context: Any) -> list[tuple[str, Any]]:
+        """The fitted steps, in order: unpickled from the ``pipeline`` artifact.
+
+        A model logged with ``serializer="skops"`` overrides this (see
+        ``mlpipe/model/_skops_model.py``); everything else is shared.
+        """
         with open(context.artifacts["pipeline"], "rb") as f:
             stages = pickle.load(f)
         steps = []
@@ -136,9 +146,7 @@ class RawInputModel(PythonModel):
                 import cloudpickle
 
                 steps.append((name, cloudpickle.loads(data)))
-        self.pipeline = Pipeline(steps)
-        self.dtypes = meta["dtypes"]
-        self.default_method = "predict" if hasattr(self.pipeline, "predict") else "transform"
+        return steps
 
     # A DataFrame hint is one MLflow infers no schema from: the logged signature rules.
     def predict(

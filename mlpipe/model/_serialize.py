@@ -98,16 +98,28 @@ def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def dumps(obj: Any) -> tuple[bytes, str, set[str]]:
-    """Serialize ``obj`` with cloudpickle, or dill when cloudpickle cannot.
+def dumps(obj: Any, serializer: str = "cloudpickle") -> tuple[bytes, str, set[str]]:
+    """Serialize ``obj`` with cloudpickle, or dill when cloudpickle cannot; or with skops.
+
+    Parameters
+    ----------
+    obj : object
+    serializer : {"cloudpickle", "skops"}
+        A pipeline's ``serializer``: ``"skops"`` saves with skops and refuses
+        untrusted types (see :func:`mlpipe.model._skops.dumps`).
 
     Returns
     -------
     data : bytes
-    serializer : {"cloudpickle", "dill"}
+    serializer : {"cloudpickle", "dill", "skops"}
     modules : set of str
-        Top-level modules the pickle refers to by reference.
+        Top-level modules the data refers to by reference.
     """
+    if serializer == "skops":
+        from mlpipe.model import _skops
+
+        data, modules = _skops.dumps(obj)
+        return data, "skops", modules
     try:
         data, modules = _cloudpickle(obj)
         return data, "cloudpickle", modules
@@ -125,8 +137,12 @@ def dumps(obj: Any) -> tuple[bytes, str, set[str]]:
         return data, "dill", referenced_modules(data)
 
 
-def referenced_modules(data: bytes) -> set[str]:
-    """Top-level modules an existing pickle refers to by reference."""
+def referenced_modules(data: bytes, serializer: str = "cloudpickle") -> set[str]:
+    """Top-level modules existing data (a pickle, or what ``serializer`` wrote) refers to."""
+    if serializer == "skops":
+        from mlpipe.model import _trusted
+
+        return {m for m in _trusted.modules_of(data) if is_installed(m)}
     import pickletools
 
     found: set[str] = set()
@@ -142,7 +158,11 @@ def referenced_modules(data: bytes) -> set[str]:
 
 
 def loads(data: bytes, serializer: str) -> Any:
-    """Load what :func:`dumps` wrote."""
+    """Load what :func:`dumps` wrote; skops data only after checking its types."""
+    if serializer == "skops":
+        from mlpipe.model import _skops
+
+        return _skops.loads(data)
     if serializer == "dill":
         import dill
 
