@@ -36,6 +36,8 @@ class TrackingServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> TrackingServer:
+        if self.process is not None and self.process.poll() is None:  # poll reaps a dead one
+            raise RuntimeError(f"The server on port {self.port} is already running.")
         bin_dir = str(Path(sys.executable).parent)
         env = {
             **os.environ,

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 from sklearn.compose import make_column_selector
 from sklearn.preprocessing import FunctionTransformer
 
 from mlpipe.exceptions import StageError
 from mlpipe.tracking import _schema as schema
+from mlpipe.tracking import _store as store
 from mlpipe.tracking._store import (
     experiment_name,
     format_key,
@@ -73,3 +75,31 @@ def test_a_stage_run_ends_finished_or_failed():
             1 / 0  # noqa: B018
     assert client.get_run(run.run_id).info.status == "FAILED"
     assert client.get_run(run.run_id).data.tags[schema.KEY] != finished.data.tags[schema.KEY]
+
+
+@pytest.mark.parametrize(
+    ("message", "failures", "calls"),
+    [
+        ("(sqlite3.OperationalError) database is locked", 2, 3),  # busy, then answers
+        ("(psycopg.errors.DeadlockDetected) deadlock detected", 9, 4),  # busy for good
+        ("Permission denied on experiment", 9, 1),  # not transient: fails at once
+    ],
+)
+def test_transient_store_errors_are_retried(monkeypatch, message, failures, calls):
+    monkeypatch.setattr(store, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    made = []
+    real = mlflow.MlflowClient.get_experiment_by_name
+
+    def flaky(self, name):
+        made.append(name)
+        if len(made) <= failures:
+            raise MlflowException(message)
+        return real(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", flaky)
+    if failures < calls:
+        assert store.client().get_experiment_by_name("Default") is not None
+    else:
+        with pytest.raises(MlflowException, match=message.split(")")[-1].strip()):
+            store.client().get_experiment_by_name("Default")
+    assert len(made) == calls

@@ -1,0 +1,124 @@
+"""The tracking server dies in the middle of a fit: a clear error, nothing lost, nothing stale."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+import mlpipe
+from mlpipe.exceptions import TrackingError
+from mlpipe.tracking import _store as store
+from tests._server import TrackingServer, free_port
+
+pytestmark = pytest.mark.slow
+
+
+class KillsTheServer(ClassifierMixin, BaseEstimator):
+    """A model whose fit kills the tracking server (the process group in MLPIPE_KILL)."""
+
+    def fit(self, X, y):
+        group = os.environ.pop("MLPIPE_KILL", None)
+        if group:
+            os.killpg(int(group), signal.SIGKILL)
+        self.model_ = LogisticRegression().fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    # A server of the test's own, to kill; MLflow's client gives up quickly on it.
+    server = TrackingServer(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log"
+    ).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    mlflow.set_tracking_uri(server.url)
+    yield server
+    server.stop()
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def _running_runs() -> list[str]:
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    return [run.info.run_id for run in runs]
+
+
+def test_server_killed_mid_fit(server, monkeypatch):
+    X, y = _data()
+    pipe = mlpipe.LineagePipeline(
+        [("processing", StandardScaler()), ("model", KillsTheServer())], cv=None
+    )
+    assert server.process is not None
+    monkeypatch.setenv("MLPIPE_KILL", str(server.process.pid))
+    with pytest.raises(TrackingError) as error:
+        pipe.fit(X, y)
+    message = str(error.value)
+    assert "Stage 'model'" in message and server.url in message
+    assert "reuses them" in message
+
+    server.start()  # the same store and port, as after a restart
+    # The processing stage had finished; the model run could not be ended.
+    processing = mlpipe.runs(stage="processing")
+    assert list(processing["status"]) == ["FINISHED"]
+    unended = mlpipe.runs(stage="model")
+    assert list(unended["status"]) == ["RUNNING"]  # reported as such meanwhile
+
+    again = mlpipe.LineagePipeline(
+        [("processing", StandardScaler()), ("model", KillsTheServer())], cv=None
+    ).fit(X, y)
+    assert again.reused_ == ["processing"]
+    assert again.run_ids_["processing"] == processing["run_id"].iloc[0]
+    assert _running_runs() == []
+    models = mlpipe.runs(stage="model").set_index("run_id")["status"]
+    assert models[unended["run_id"].iloc[0]] == "FAILED"
+    assert models[again.run_ids_["model"]] == "FINISHED"
+    assert (mlflow.pyfunc.load_model(again.model_uri_).predict(X) == again.predict(X)).all()
+
+
+def test_a_run_of_a_dead_process_is_ended_by_the_next_fit(server):
+    client = store.client()
+    experiment = store.get_or_create_experiment(client, "processing")
+    # A run as a fitting process killed outright would leave it on this host.
+    dead = client.create_run(experiment, tags={"mlpipe.owner": f"{os.uname().nodename}:999999"})
+    other_host = client.create_run(experiment, tags={"mlpipe.owner": "elsewhere:1"})
+    X, y = _data()
+    mlpipe.LineagePipeline([("processing", StandardScaler()), ("model", LogisticRegression())]).fit(
+        X, y
+    )
+    assert client.get_run(dead.info.run_id).info.status == "FAILED"
+    # A run of another machine may still be fitting: it is left alone.
+    assert client.get_run(other_host.info.run_id).info.status == "RUNNING"
+
+
+def test_an_unreachable_store_is_a_clear_error_without_the_password(monkeypatch):
+    uri = f"http://ana:s3cret-pw@127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    X, y = _data()
+    with pytest.raises(TrackingError) as error:
+        mlpipe.LineagePipeline([("model", LogisticRegression())]).fit(X, y)
+    message = str(error.value)
+    assert "Stage 'load'" in message and "ana:***@127.0.0.1" in message
+    assert "s3cret-pw" not in message
