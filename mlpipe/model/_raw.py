@@ -12,10 +12,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from sklearn.pipeline import Pipeline
 
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")
+# How much of an error, a list of values or of categories goes into a message.
+_ERROR_CHARS = 300
+_SHOWN_VALUES = 5
+_SHOWN_CATEGORIES = 10
+
+
+class InputError(MlflowException, ValueError):
+    """Raw input the model cannot take: HTTP 400 when served, a ``ValueError`` in memory.
+
+    MLflow's scoring server keeps the message and the error code of an
+    ``MlflowException`` (any other exception becomes a 400 whose message names
+    nothing), and callers in memory can catch it as a ``ValueError``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def normalize_missing(frame: Any) -> Any:
@@ -24,24 +42,15 @@ def normalize_missing(frame: Any) -> Any:
     ``None``, ``pd.NA``, ``NaN`` and a JSON ``null`` all mean "missing", but
     scikit-learn's imputers only see ``NaN``. Nullable integer and float columns
     become float64, nullable booleans and strings become object columns holding
-    ``NaN`` for missing cells. Anything that is not a DataFrame is returned as is.
+    ``NaN`` for missing cells. Anything that is not a DataFrame is returned as is,
+    and so is a frame that needs no change (it is not copied).
     """
     if not isinstance(frame, pd.DataFrame):
         return frame
     changed = {}
     for name, column in frame.items():
-        dtype = column.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind != "O":
-            continue
-        if isinstance(dtype, pd.CategoricalDtype | pd.DatetimeTZDtype):
-            continue
-        if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            changed[name] = column.to_numpy(dtype="float64", na_value=np.nan)
-        elif dtype == np.dtype(object) and not column.isna().any():
-            continue
-        else:
-            values = column.to_numpy(dtype=object, na_value=np.nan, copy=True)
-            values[pd.isna(values)] = np.nan
+        values = _missing_as_nan(column)
+        if values is not None:
             changed[name] = values
     if not changed:
         return frame
@@ -49,6 +58,22 @@ def normalize_missing(frame: Any) -> Any:
     for name, values in changed.items():
         out[name] = pd.Series(values, index=frame.index, dtype=values.dtype, name=name)
     return out
+
+
+def _missing_as_nan(column: pd.Series) -> np.ndarray | None:
+    """``column``'s values with every missing value ``NaN``, or ``None`` if already so."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind != "O":
+        return None
+    if isinstance(dtype, pd.CategoricalDtype | pd.DatetimeTZDtype):
+        return None
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return column.to_numpy(dtype="float64", na_value=np.nan)
+    if dtype == np.dtype(object) and not column.isna().any():
+        return None
+    # Text and nullable booleans: an object array, every missing cell NaN (to_numpy
+    # replaces None and pd.NA too, so nothing needs a second pass).
+    return column.to_numpy(dtype=object, na_value=np.nan)
 
 
 def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) -> Any:
@@ -59,45 +84,64 @@ def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) 
     integer when its values are whole numbers; a fractional value or a missing
     value makes it float64 rather than being truncated. A column that was numeric
     in training and arrives as text is parsed as numbers; a value that is not a
-    number raises ``ValueError`` naming the column.
+    number raises :class:`InputError` (a ``ValueError``) naming the column, the
+    value and its row. A frame that needs no change comes back as is, not copied.
     """
     if dtypes is None or not isinstance(frame, pd.DataFrame):
         return normalize_missing(frame)
     if select:
         missing = [c for c in dtypes if c not in frame.columns]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"Input is missing column(s) {missing}; the model expects {list(dtypes)}, "
                 f"got {list(map(str, frame.columns))}."
             )
-        frame = frame[list(dtypes)]
-    frame = normalize_missing(frame)
-    out = {}
-    for name, column in frame.items():
+        if list(frame.columns) != list(dtypes):
+            frame = frame[list(dtypes)]
+    changed: dict[int, pd.Series] = {}
+    for position, (name, dtype) in enumerate(frame.dtypes.items()):
         expected = dtypes.get(name) if isinstance(name, str) else None
-        if expected is None:
-            out[name] = column
+        # Most columns arrive as they were trained: leave them untouched, unread.
+        if isinstance(dtype, np.dtype) and dtype.kind != "O" and expected in (None, str(dtype)):
             continue
-        kind = np.dtype(expected).kind if _is_numpy(expected) else "O"
-        if kind in "iuf" and column.dtype.kind not in "iufb":
-            try:
-                column = pd.to_numeric(column.astype(object), errors="raise")
-            except (ValueError, TypeError) as error:
-                raise ValueError(
-                    f"Column {name!r} must hold numbers ({expected} in training), "
-                    f"got values such as {_bad_example(column)!r}: {error}"
-                ) from None
-        if kind in "iu" and column.dtype.kind == "f":
-            values = column.to_numpy()
-            if not np.isnan(values).any() and np.array_equal(values, np.round(values)):
-                column = column.astype(expected)
-        elif kind == "f" and column.dtype.kind in "iu":
+        column = original = frame.iloc[:, position]
+        values = _missing_as_nan(column)
+        if values is not None:
+            column = pd.Series(values, index=frame.index, dtype=values.dtype, name=name)
+        if expected is not None:
+            column = _as_trained(name, column, expected)
+        if column is not original:
+            changed[position] = column
+    if not changed:
+        return frame
+    out = frame.copy(deep=False)
+    for position, column in changed.items():
+        out.isetitem(position, column)
+    return out
+
+
+def _as_trained(name: str, column: pd.Series, expected: str) -> pd.Series:
+    """``column`` brought to the dtype ``expected`` it had in training, when that is safe."""
+    kind = np.dtype(expected).kind if _is_numpy(expected) else "O"
+    if kind in "iuf" and column.dtype.kind not in "iufb":
+        try:
+            column = pd.to_numeric(column.astype(object), errors="raise")
+        except (ValueError, TypeError):
+            label, value = _bad_number(column)
+            raise InputError(
+                f"Column {name!r} must hold numbers ({expected} in training), "
+                f"got {value!r} ({type(value).__name__}) in row {label!r}."
+            ) from None
+    if kind in "iu" and column.dtype.kind == "f":
+        values = column.to_numpy()
+        if not np.isnan(values).any() and np.array_equal(values, np.round(values)):
             column = column.astype(expected)
-        elif kind == "O" and column.dtype.kind != "O" and column.isna().all():
-            # A text column whose every value is missing arrives as float NaN.
-            column = column.astype(object)
-        out[name] = column
-    return pd.DataFrame(out, index=frame.index)
+    elif kind == "f" and column.dtype.kind in "iu":
+        column = column.astype(expected)
+    elif kind == "O" and column.dtype.kind != "O" and column.isna().all():
+        # A text column whose every value is missing arrives as float NaN.
+        column = column.astype(object)
+    return column
 
 
 def _is_numpy(dtype: str) -> bool:
@@ -108,10 +152,89 @@ def _is_numpy(dtype: str) -> bool:
     return True
 
 
-def _bad_example(column: pd.Series) -> object:
+def _bad_number(column: pd.Series) -> tuple[Any, Any]:
+    """The row label and value of the first cell of ``column`` that is not a number."""
     parsed = pd.to_numeric(column.astype(object), errors="coerce")
     bad = column[parsed.isna() & column.notna()]
-    return bad.iloc[0] if len(bad) else None
+    return (_plain(bad.index[0]), _plain(bad.iloc[0])) if len(bad) else (None, None)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds: a message shows ``5``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def explain(
+    frame: pd.DataFrame, columns: dict[str, dict[str, Any]], error: Exception
+) -> str | None:
+    """Why the pipeline failed on ``frame``, from what training saw, or ``None``.
+
+    ``columns`` is the description of the training data that the model keeps
+    (``describe_columns``). Named causes: a missing value in a column that had none
+    in training, a value that is not text in a column that held only text, and a
+    category never seen in training. ``None`` when the input shows none of them:
+    then the failure is not known to be the input's fault.
+    """
+    problems = []
+    for name, seen in columns.items():
+        if name not in frame.columns:
+            continue
+        column = frame[name]
+        missing = column.isna()
+        if not seen.get("nullable", True) and missing.any():
+            rows = [_plain(r) for r in column.index[missing][:_SHOWN_VALUES]]
+            problems.append(
+                f"column {name!r} had no missing values in training; the model cannot handle "
+                f"them (got {int(missing.sum())}, in row(s) {rows}"
+                f"{' ...' if missing.sum() > len(rows) else ''})"
+            )
+        categories = seen.get("categories")
+        if categories is None:
+            continue
+        values = column[~missing]
+        text = values.map(lambda v: isinstance(v, str), na_action=None).astype(bool)
+        if not text.all():
+            value = _plain(values[~text].iloc[0])
+            problems.append(
+                f"column {name!r} held only text in training, got {value!r} "
+                f"({type(value).__name__}) in row {_plain(values[~text].index[0])!r}"
+            )
+        unseen = pd.unique(values[text & ~values.isin(categories)].to_numpy(dtype=object))
+        if len(unseen):
+            shown = ", ".join(map(repr, sorted(unseen)[:_SHOWN_VALUES]))
+            known = ", ".join(map(repr, categories[:_SHOWN_CATEGORIES]))
+            more = len(categories) - _SHOWN_CATEGORIES
+            etc = ", ..." if len(unseen) > _SHOWN_VALUES else ""
+            problems.append(
+                f"column {name!r} got {len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} "
+                f"never seen in training ({shown}{etc}); "
+                f"training had {known}{f' and {more} more' if more > 0 else ''}"
+            )
+    if not problems:
+        return None
+    # scikit-learn says what went wrong on the first line and gives advice after it.
+    lines = str(error).strip().splitlines()
+    cause = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    if len(cause) > _ERROR_CHARS:
+        cause = cause[: _ERROR_CHARS - 3] + "..."
+    problem = "; ".join(problems)
+    return f"{problem[0].upper()}{problem[1:]}. The model failed with {cause}"
+
+
+def empty_result(pipeline: Pipeline, method: str) -> Any:
+    """What ``method`` returns for no rows (scikit-learn refuses to run on none)."""
+    classes = getattr(pipeline, "classes_", None)
+    if method == "predict":
+        return np.empty(0, dtype=classes.dtype if classes is not None else "float64")
+    if method != "transform" and classes is not None:
+        if method == "decision_function" and len(classes) == 2:
+            return np.empty(0, dtype="float64")
+        return pd.DataFrame(columns=[str(c) for c in classes], dtype="float64")
+    try:
+        width = len(pipeline.get_feature_names_out())
+    except (AttributeError, ValueError, TypeError):
+        width = 0
+    return np.empty((0, width), dtype="float64")
 
 
 class RawInputModel(PythonModel):
@@ -155,10 +278,36 @@ class RawInputModel(PythonModel):
         method = (params or {}).get("method") or self.default_method
         if method not in METHODS or not hasattr(self.pipeline, method):
             known = [m for m in METHODS if hasattr(self.pipeline, m)]
-            raise ValueError(f"Unknown method {method!r}: this model offers {known}.")
-        result = getattr(self.pipeline, method)(prepare(model_input, self.dtypes, select=True))
+            raise InputError(f"Unknown method {method!r}: this model offers {known}.")
+        X = prepare(model_input, self.dtypes, select=True)
+        if len(X) == 0:
+            return empty_result(self.pipeline, method)
+        try:
+            result = getattr(self.pipeline, method)(X)
+        except (ValueError, TypeError) as error:
+            # Only a failure the input explains becomes a client error (HTTP 400);
+            # any other one is raised as it is.
+            columns = self._columns(context)
+            why = explain(X, columns, error) if columns and isinstance(X, pd.DataFrame) else None
+            if why is None:
+                raise
+            raise InputError(why) from error
         if method != "predict" and np.ndim(result) == 2:
             classes = getattr(self.pipeline, "classes_", None)
             if classes is not None and len(classes) == np.shape(result)[1]:
                 return pd.DataFrame(result, columns=[str(c) for c in classes])
         return result
+
+    def _columns(self, context: Any) -> dict[str, dict[str, Any]] | None:
+        """The training data's description from ``meta.json``, read at the first failure.
+
+        A prediction that succeeds never needs it, so loading the model does not read it.
+        """
+        if "columns" not in self.__dict__:
+            artifacts = getattr(context, "artifacts", None) or {}
+            columns = None
+            if "meta" in artifacts:
+                with open(artifacts["meta"]) as f:
+                    columns = json.load(f).get("columns")
+            self.columns = columns
+        return self.__dict__["columns"]

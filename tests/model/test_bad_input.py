@@ -1,0 +1,400 @@
+"""Bad raw input gets predictions or a 4xx that names the column, served and in memory.
+
+Two raw-input models of the penguins: ``imputed`` (the demo chain: imputers, and a
+``OneHotEncoder(handle_unknown="ignore")``), which accepts missing values and
+unseen categories, and ``strict`` (no imputer, ``handle_unknown="error"``, fitted
+on the complete rows), which accepts neither. Each case runs against a real
+``mlflow models serve`` process per model (slow) and against the same model
+loaded in this process with ``mlflow.pyfunc.load_model`` (fast).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mlpipe import LineagePipeline
+from mlpipe.cli._demo import penguins_pipeline
+from tests.model._helpers import free_port, penguins, subprocess_env
+from tests.model.test_serving import _stop, _wait_until_up
+
+COLUMNS = [
+    "island",
+    "bill_length_mm",
+    "bill_depth_mm",
+    "flipper_length_mm",
+    "body_mass_g",
+    "sex",
+    "year",
+]
+# A served error message is MLflow's "Failed to predict data '<preview>'" and ours.
+# pandas prints at most 60 rows (10 of a longer frame) of at most 80 characters in
+# the preview, so a message stays short for any batch.
+MAX_MESSAGE_CHARS = 8000
+
+
+@dataclass
+class Model:
+    name: str
+    pipe: LineagePipeline
+    uri: str
+    pyfunc: Any
+    X: pd.DataFrame
+    url: str | None = None
+
+
+@dataclass
+class Models:
+    home: Path
+    tracking_uri: str
+    by_name: dict[str, Model] = field(default_factory=dict)
+
+
+def _strict_pipeline() -> LineagePipeline:
+    processing = make_column_transformer(
+        (StandardScaler(), make_column_selector(dtype_include="number")),
+        (OneHotEncoder(handle_unknown="error"), make_column_selector(dtype_exclude="number")),
+    )
+    return LineagePipeline(
+        [("processing", processing), ("model", LogisticRegression(max_iter=1000))]
+    )
+
+
+@pytest.fixture(scope="module")
+def models() -> Iterator[Models]:
+    # The autouse store is per test; these models live for the module, so they get their own.
+    home = Path(tempfile.mkdtemp(prefix="mlpipe-bad-input-"))
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    X, y = penguins()
+    complete = X.notna().all(axis=1)
+    fitted = Models(home=home, tracking_uri=uri)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(home)
+            patch.setenv("MLFLOW_TRACKING_URI", uri)
+            mlflow.set_tracking_uri(uri)
+            try:
+                for name, pipe, rows in [
+                    ("imputed", penguins_pipeline(), X.index),
+                    ("strict", _strict_pipeline(), X.index[complete]),
+                ]:
+                    pipe.fit(X.loc[rows], y.loc[rows])
+                    assert pipe.model_uri_ is not None
+                    fitted.by_name[name] = Model(
+                        name=name,
+                        pipe=pipe,
+                        uri=pipe.model_uri_,
+                        pyfunc=mlflow.pyfunc.load_model(pipe.model_uri_),
+                        X=X.loc[rows],
+                    )
+            finally:
+                # Between tests no URI is set (see conftest.py); leave it so.
+                mlflow.set_tracking_uri(None)
+        yield fitted
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def served(models: Models) -> Iterator[Models]:
+    """One ``mlflow models serve`` process per model, for the whole module."""
+    processes = []
+    try:
+        for model in models.by_name.values():
+            port = free_port()
+            log = models.home / f"server-{model.name}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        model.uri,
+                        "--env-manager",
+                        "local",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    cwd=models.home,
+                    env=subprocess_env(models.tracking_uri),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            processes.append((process, log))
+            model.url = f"http://127.0.0.1:{port}"
+        for (process, log), model in zip(processes, models.by_name.values(), strict=True):
+            assert model.url is not None
+            _wait_until_up(process, model.url, log)
+        yield models
+    finally:
+        for process, _ in processes:
+            _stop(process)
+        for model in models.by_name.values():
+            model.url = None
+
+
+# ---------------------------------------------------------------------------
+# The cases. Each builds the request from the model's training rows.
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    # NaN becomes null, as a client in any language would send it.
+    records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
+    return records
+
+
+def _rows(model: Model, n: int = 4, *, complete: bool = True, seed: int = 0) -> pd.DataFrame:
+    X = model.X.dropna() if complete else model.X
+    return X.sample(n=n, random_state=seed, replace=n > len(X)).reset_index(drop=True)
+
+
+@dataclass
+class Case:
+    """One bad input: the records to send and what must come back."""
+
+    model: str
+    records: Callable[[Model], list[dict[str, Any]]]
+    # Predictions: the in-memory pipe on the same records must agree.
+    predicts: bool = False
+    # Or an error whose message holds every one of these.
+    names: tuple[str, ...] = ()
+    served_only: bool = False
+    # A raw request body instead of records (served only).
+    body: bytes | None = None
+    # Keys other than "dataframe_records" (for instance "dataframe_split").
+    split: bool = False
+
+
+def _with(model: Model, n: int = 4, **cells: Any) -> list[dict[str, Any]]:
+    records = _records(_rows(model, n))
+    for column, value in cells.items():
+        records[1][column] = value
+    return records
+
+
+def _missing_column(model: Model) -> list[dict[str, Any]]:
+    records = _records(_rows(model))
+    for record in records:
+        del record["body_mass_g"]
+    return records
+
+
+def _extra_column(model: Model) -> list[dict[str, Any]]:
+    return [dict(r, ring_id=f"N{i}A", comments=None) for i, r in enumerate(_with(model))]
+
+
+def _big_batch(model: Model) -> list[dict[str, Any]]:
+    return _records(_rows(model, 10_000, complete=False, seed=3))
+
+
+def _big_batch_one_bad(model: Model) -> list[dict[str, Any]]:
+    records = _big_batch(model)
+    records[5000]["year"] = "two thousand eight"
+    return records
+
+
+def _mixed_up(model: Model) -> list[dict[str, Any]]:
+    """Every tolerable oddity at once, keys in a different order in each record."""
+    records = _records(_rows(model, 40, complete=False, seed=5))
+    records[0].update(island="Atlantis", sex="unknown")
+    records[1].update(year=None, island=None)
+    records[2].update(year="2008", bill_length_mm=None)
+    records[3].update(year=2008.5, body_mass_g=4000)
+    records[4].update(sex=None, flipper_length_mm=None)
+    records[5]["tag"] = "extra"
+    rng = np.random.default_rng(0)
+    return [dict(sorted(r.items(), key=lambda _: rng.random())) for r in records]
+
+
+def _mixed_up_strict(model: Model) -> list[dict[str, Any]]:
+    records = _records(_rows(model, 30, seed=6))
+    records[2]["bill_length_mm"] = None
+    records[7]["island"] = "Atlantis"
+    records[9]["sex"] = None
+    return records
+
+
+CASES = {
+    "missing_column": Case("imputed", _missing_column, names=("body_mass_g",)),
+    "extra_column": Case("imputed", _extra_column, predicts=True),
+    "text_in_float_column": Case(
+        "imputed", lambda m: _with(m, bill_length_mm="long"), names=("bill_length_mm",)
+    ),
+    "text_in_integer_column": Case(
+        "imputed", lambda m: _with(m, year="last year"), names=("year", "last year", "row 1")
+    ),
+    "number_as_text_in_integer_column": Case(
+        "imputed", lambda m: _with(m, year="2008"), predicts=True
+    ),
+    "fraction_in_integer_column": Case("imputed", lambda m: _with(m, year=2008.5), predicts=True),
+    "number_in_text_column_rejected": Case(
+        "strict", lambda m: _with(m, island=7), names=("island", "held only text", "row 1")
+    ),
+    "null_never_seen_imputed": Case(
+        "imputed", lambda m: _with(m, year=None, island=None), predicts=True
+    ),
+    "null_never_seen_number": Case(
+        "strict",
+        lambda m: _with(m, bill_length_mm=None),
+        names=("bill_length_mm", "had no missing values in training", "row(s) [1]"),
+    ),
+    "null_never_seen_text": Case(
+        "strict",
+        lambda m: _with(m, island=None),
+        names=("island", "had no missing values in training"),
+    ),
+    "unseen_category_ignored": Case(
+        "imputed", lambda m: _with(m, island="Atlantis"), predicts=True
+    ),
+    "unseen_category_rejected": Case(
+        "strict",
+        lambda m: _with(m, island="Atlantis"),
+        names=("island", "'Atlantis'", "never seen in training", "'Biscoe'"),
+    ),
+    "empty_body": Case("imputed", lambda m: [], names=("JSON",), served_only=True, body=b""),
+    "malformed_json": Case(
+        "imputed",
+        lambda m: [],
+        names=("JSON",),
+        served_only=True,
+        body=b'{"dataframe_records": [{"island": "Dream", ',
+    ),
+    "empty_frame": Case("imputed", lambda m: [], predicts=True, split=True),
+    "batch_of_10000": Case("imputed", _big_batch, predicts=True, split=True),
+    "batch_of_10000_one_bad": Case(
+        "imputed", _big_batch_one_bad, names=("year", "two thousand eight", "row 5000"), split=True
+    ),
+    "mixed_up_batch": Case("imputed", _mixed_up, predicts=True),
+    "mixed_up_batch_strict": Case(
+        "strict",
+        _mixed_up_strict,
+        names=("bill_length_mm", "island", "'Atlantis'", "sex", "row(s) [2]"),
+    ),
+}
+
+
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The records as a data frame, as a caller in Python would build it."""
+    if not records:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS})
+    return pd.DataFrame.from_records(records)
+
+
+def _expected(model: Model, frame: pd.DataFrame) -> Any:
+    # The in-memory pipeline drops no columns itself: give it the model's columns.
+    if len(frame) == 0:
+        return np.empty((0, len(model.pipe.classes_)))
+    return model.pipe.predict_proba(frame[COLUMNS])
+
+
+def _body(case: Case, records: list[dict[str, Any]]) -> bytes:
+    if case.body is not None:
+        return case.body
+    if case.split:
+        columns = list(records[0]) if records else COLUMNS
+        data = {"columns": columns, "data": [[r.get(c) for c in columns] for r in records]}
+        payload: dict[str, Any] = {"dataframe_split": data}
+    else:
+        payload = {"dataframe_records": records}
+    payload["params"] = {"method": "predict_proba"}
+    # NaN is not JSON: a client sends null.
+    return json.dumps(payload, allow_nan=False).encode()
+
+
+def _probabilities(model: Model, predictions: list[dict[str, float]]) -> np.ndarray:
+    classes = [str(c) for c in model.pipe.classes_]
+    return np.array([[p[c] for c in classes] for p in predictions]).reshape(-1, len(classes))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_served(served: Models, name: str) -> None:
+    case = CASES[name]
+    model = served.by_name[case.model]
+    assert model.url is not None
+    records = case.records(model)
+    response = requests.post(
+        f"{model.url}/invocations",
+        data=_body(case, records),
+        headers={"Content-Type": "application/json"},
+        timeout=120,
+    )
+    if case.predicts:
+        assert response.status_code == 200, response.text[:MAX_MESSAGE_CHARS]
+        got = _probabilities(model, response.json()["predictions"])
+        np.testing.assert_allclose(got, _expected(model, _frame(records)), rtol=1e-9, atol=1e-12)
+        return
+    assert 400 <= response.status_code < 500, response.text[:MAX_MESSAGE_CHARS]
+    message = response.json()["message"]
+    assert len(message) < MAX_MESSAGE_CHARS, message[:MAX_MESSAGE_CHARS]
+    for part in case.names:
+        assert part in message, message
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if not c.served_only])
+def test_in_process(models: Models, name: str) -> None:
+    case = CASES[name]
+    model = models.by_name[case.model]
+    frame = _frame(case.records(model))
+    params = {"method": "predict_proba"}
+    if case.predicts:
+        got = model.pyfunc.predict(frame, params=params)
+        np.testing.assert_allclose(
+            np.asarray(got, dtype=float).reshape(len(frame), len(model.pipe.classes_)),
+            _expected(model, frame),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+        return
+    with pytest.raises(MlflowException) as raised:
+        model.pyfunc.predict(frame, params=params)
+    assert raised.value.get_http_status_code() == 400, raised.value.message
+    for part in case.names:
+        assert part in raised.value.message, raised.value.message
+
+
+def test_fraction_in_integer_column_is_not_truncated(models: Models) -> None:
+    model = models.by_name["imputed"]
+    rows = _rows(model, 1)
+    whole, fraction = rows.assign(year=2008), rows.assign(year=2008.5)
+    params = {"method": "predict_proba"}
+    got = model.pyfunc.predict(fraction, params=params).to_numpy()
+    np.testing.assert_allclose(got, model.pipe.predict_proba(fraction), rtol=1e-12)
+    assert not np.array_equal(got, model.pyfunc.predict(whole, params=params).to_numpy())
+
+
+def test_unknown_method_names_the_methods(models: Models) -> None:
+    model = models.by_name["imputed"]
+    with pytest.raises(MlflowException, match="predict_proba") as raised:
+        model.pyfunc.predict(_rows(model, 1), params={"method": "fit"})
+    assert raised.value.get_http_status_code() == 400
+    assert isinstance(raised.value, ValueError)
+
+
+def test_empty_frame_gives_empty_predictions(models: Models) -> None:
+    model = models.by_name["imputed"]
+    empty = _frame([])
+    assert model.pyfunc.predict(empty).tolist() == []
+    proba = model.pyfunc.predict(empty, params={"method": "predict_proba"})
+    assert list(proba.columns) == [str(c) for c in model.pipe.classes_] and len(proba) == 0
