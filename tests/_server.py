@@ -91,28 +91,25 @@ class TrackingServer:
 
 
 class StoreReset:
-    """Empties a tracking database between tests, keeping what MLflow seeded at creation.
+    """Empties a tracking database between tests, keeping what MLflow seeds at creation.
 
     Rows are deleted rather than the tables truncated so ids never repeat: artifact
     directories named after an experiment id stay distinct between tests.
     """
 
+    # What a new MLflow database holds: its schema version, the Default experiment
+    # (id 0) and the default workspace.
+    SEEDED = ("alembic_version", "workspaces")
+
     def __init__(self, db_uri: str):
         self.engine = sa.create_engine(db_uri, poolclass=sa.pool.NullPool)
         self.metadata = sa.MetaData()
         self.metadata.reflect(self.engine)
-        with self.engine.connect() as connection:
-            self.seeded = {
-                table.name
-                for table in self.metadata.sorted_tables
-                if connection.execute(sa.select(sa.func.count()).select_from(table)).scalar()
-            }
 
     def __call__(self) -> None:
         with self.engine.begin() as connection:
             for table in reversed(self.metadata.sorted_tables):
                 if table.name == "experiments":
-                    # The Default experiment (id 0) was seeded; every other one goes.
                     connection.execute(table.delete().where(table.c.experiment_id != 0))
-                elif table.name not in self.seeded:
+                elif table.name not in self.SEEDED:
                     connection.execute(table.delete())

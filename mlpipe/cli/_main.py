@@ -197,9 +197,15 @@ def _parser() -> argparse.ArgumentParser:
     gc = command(
         "gc",
         "permanently remove deleted runs with their logged models and files",
-        "  mlpipe gc --dry-run\n  mlpipe gc",
+        "  mlpipe gc --dry-run\n  mlpipe gc\n"
+        "  mlpipe gc --backend-store-uri postgresql://mlflow@db/mlflow  # behind a server",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    gc.add_argument(
+        "--backend-store-uri",
+        metavar="URL",
+        help="the tracking server's database, when MLFLOW_TRACKING_URI is an http(s) server",
+    )
 
     command("demo", "fit the Palmer penguins chain and show what was logged", "  mlpipe demo")
     return parser
@@ -487,7 +493,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _run_gc(args: argparse.Namespace) -> int:
     from mlpipe.tracking._gc import collect_garbage
 
-    report = collect_garbage(dry_run=args.dry_run)
+    report = collect_garbage(dry_run=args.dry_run, backend_store_uri=args.backend_store_uri)
     print(report)
     return 0
 

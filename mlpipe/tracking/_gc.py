@@ -169,9 +169,9 @@ def collect_garbage(
             raise StageError(
                 f"The tracking store {redact(uri)!r} cannot remove rows for good "
                 f"({type(store).__name__}). Pass the tracking server's database as "
-                "backend_store_uri (for example 'postgresql://…' or "
-                "'sqlite:///…/mlflow.db'), or use dry_run=True without older_than to "
-                "only list what would go."
+                "backend_store_uri (`mlpipe gc --backend-store-uri`), for example "
+                "'postgresql://…' or 'sqlite:///…/mlflow.db', or use dry_run=True "
+                "without older_than to only list what would go."
             )
         store = None
 
