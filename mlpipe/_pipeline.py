@@ -295,7 +295,23 @@ class LineagePipeline(Pipeline):
             for i, name, est in self._active_steps():
                 Xt = self._fit_step(est, Xt, y, routed[name], final if i == self._last else None)
             return Xt
-        client = mlflow.MlflowClient()
+        with store.reporting() as where:
+            return self._log_chain(X, y, raw_X, dataset, params, routed, final, where)
+
+    def _log_chain(
+        self,
+        X: Any,
+        y: Any,
+        raw_X: Any,
+        dataset: Dataset | None,
+        params: dict[str, Any],
+        routed: Any,
+        final: str,
+        where: store.Where,
+    ) -> Any:
+        """Fit or reuse each stage, logging it as a run; ``where.stage`` follows along."""
+        client = store.client()
+        where.stage = schema.LOAD_STAGE
         if dataset is None:
             frame, target = as_frame(raw_X, y)
             if self.cache:
@@ -304,6 +320,11 @@ class LineagePipeline(Pipeline):
                 dataset = log_load(
                     frame, name="frame", source="frame:fit", target=target, project=self.project
                 )
+        experiments = {
+            name: store.get_or_create_experiment(client, store.experiment_name(name, self.project))
+            for _, name, _ in self._active_steps()
+        }
+        store.end_abandoned_runs(client, list(experiments.values()))
         inputs = training_inputs(client, dataset)
         self.run_ids_ = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
@@ -318,6 +339,7 @@ class LineagePipeline(Pipeline):
         # an identical refit transforms nothing.
         data_in = _LazyData(X)
         for i, name, est in self._active_steps():
+            where.stage = name
             method = final if i == self._last else None
             type_ = (self.types or {}).get(name) or stage_type(est)
             key = self._cache_key(name, type_, est, routed[name], upstream_key, method)
@@ -328,10 +350,9 @@ class LineagePipeline(Pipeline):
             }
             hit = None
             if key is not None:
-                experiment = store.experiment_name(name, self.project)
                 hit = lookup(
                     client,
-                    store.get_or_create_experiment(client, experiment),
+                    experiments[name],
                     key,
                     need_model=i == self._last and self.log_model,
                 )
