@@ -18,6 +18,10 @@ def _instances():
     return [
         LineagePipeline([("scaler", StandardScaler()), ("final_estimator", Ridge())]),
         LineagePipeline([("scaler", StandardScaler()), ("final_estimator", LogisticRegression())]),
+        LineagePipeline(
+            [("scaler", StandardScaler()), ("final_estimator", LogisticRegression())],
+            serializer="skops",
+        ),
     ]
 
 
