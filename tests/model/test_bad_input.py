@@ -248,6 +248,7 @@ CASES = {
         "imputed", lambda m: _with(m, year="2008"), predicts=True
     ),
     "fraction_in_integer_column": Case("imputed", lambda m: _with(m, year=2008.5), predicts=True),
+    "number_in_text_column_ignored": Case("imputed", lambda m: _with(m, island=7), predicts=True),
     "number_in_text_column_rejected": Case(
         "strict", lambda m: _with(m, island=7), names=("island", "held only text", "row 1")
     ),
