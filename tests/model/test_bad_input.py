@@ -57,6 +57,7 @@ class Model:
     uri: str
     pyfunc: Any
     X: pd.DataFrame
+    meta: dict[str, Any]
     url: str | None = None
 
 
@@ -97,12 +98,14 @@ def models() -> Iterator[Models]:
                 ]:
                     pipe.fit(X.loc[rows], y.loc[rows])
                     assert pipe.model_uri_ is not None
+                    files = Path(mlflow.artifacts.download_artifacts(pipe.model_uri_))
                     fitted.by_name[name] = Model(
                         name=name,
                         pipe=pipe,
                         uri=pipe.model_uri_,
                         pyfunc=mlflow.pyfunc.load_model(pipe.model_uri_),
                         X=X.loc[rows],
+                        meta=json.loads((files / "artifacts" / "meta.json").read_text()),
                     )
             finally:
                 # Between tests no URI is set (see conftest.py); leave it so.
@@ -399,3 +402,27 @@ def test_empty_frame_gives_empty_predictions(models: Models) -> None:
     assert model.pyfunc.predict(empty).tolist() == []
     proba = model.pyfunc.predict(empty, params={"method": "predict_proba"})
     assert list(proba.columns) == [str(c) for c in model.pipe.classes_] and len(proba) == 0
+
+
+def test_meta_describes_the_training_columns(models: Models) -> None:
+    imputed, strict = models.by_name["imputed"].meta, models.by_name["strict"].meta
+    assert list(imputed["dtypes"]) == COLUMNS
+    assert list(imputed["columns"]) == COLUMNS
+    assert imputed["columns"]["island"] == {
+        "dtype": "object",
+        "nullable": False,
+        "categories": ["Biscoe", "Dream", "Torgersen"],
+        "min": None,
+        "max": None,
+    }
+    assert imputed["columns"]["sex"]["nullable"] is True
+    assert imputed["columns"]["sex"]["categories"] == ["female", "male"]
+    assert imputed["columns"]["year"] == {
+        "dtype": "int64",
+        "nullable": False,
+        "categories": None,
+        "min": 2007.0,
+        "max": 2009.0,
+    }
+    assert imputed["columns"]["bill_length_mm"]["nullable"] is True
+    assert not any(c["nullable"] for c in strict["columns"].values())
