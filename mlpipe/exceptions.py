@@ -18,7 +18,12 @@ class MlpipeError(Exception):
 
 
 class SerializationError(MlpipeError, TypeError):
-    """A fitted stage could be serialized neither with cloudpickle nor with dill."""
+    """A fitted stage could not be serialized, or a stored one not loaded.
+
+    Neither cloudpickle nor dill could serialize it; or, with ``serializer="skops"``,
+    skops cannot save it or it holds a type that skops and mlpipe's allow-list do
+    not trust.
+    """
 
 
 class StageError(MlpipeError, ValueError):

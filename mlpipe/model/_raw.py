@@ -1,7 +1,8 @@
 """The raw-input model: what runs inside ``mlflow.pyfunc`` and ``mlflow models serve``.
 
-This module must not import mlpipe: the logged model carries it by value, so the
-model loads where only its logged requirements are installed.
+This module must not import mlpipe: the logged model carries it by value (or, with
+``serializer="skops"``, as a source file, ``_mlpipe_raw``), so the model loads where
+only its logged requirements are installed.
 """
 
 from __future__ import annotations
