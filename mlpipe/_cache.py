@@ -5,7 +5,9 @@ of the step and of everything in its parameters, named by module and qualified
 name with the installed package's version, or, for code that no installed package
 provides (``__main__``, a notebook, a local module), a hash of its source; the
 parameters themselves, canonically; the fit parameters; the mlpipe version; and the
-upstream stage's cache key, which ends in the data's fingerprint and target.
+upstream stage's cache key, which ends in the data's fingerprint and target. A
+pipeline with ``serializer="skops"`` adds that setting to the fit parameters, so it
+reuses only stages saved with skops (and a default pipeline never reuses those).
 """
 
 from __future__ import annotations
