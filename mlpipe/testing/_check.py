@@ -144,8 +144,9 @@ def check_model(
     or the 400 that MLflow's scoring server sends when the model raised something
     other than an ``MlflowException``. **Inconsistencies** are valid rows
     rejected, a number of predictions other than the number of rows, a row
-    predicted differently (or rejected) alone than in its batch, and a served
-    answer other than the one in process (floats compared to 1e-9, relative).
+    predicted differently (or rejected) alone than in its batch (one row of each
+    frame, picked by Hypothesis), and a served answer other than the one in
+    process (floats compared to 1e-9, relative).
 
     A frame shows at most one problem, the first found in this order: in
     process, then served. ``inf`` is sent to the server as ``Infinity``, as
