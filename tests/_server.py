@@ -50,7 +50,7 @@ class TrackingServer:
             *(bin_dir + "/mlflow", "server"),
             *("--backend-store-uri", self.backend_uri),
             *("--artifacts-destination", str(self.artifacts)),
-            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
