@@ -314,7 +314,12 @@ class StageRun:
 
 # Runs this process could not end (the store was unreachable): ended FAILED as soon
 # as the store answers again, at the start of the next fit.
-_unended: set[str] = set()
+# Keyed by tracking URI: a fit against another store must not forget them.
+_unended: dict[str, set[str]] = {}
+
+
+def _remember_unended(run_id: str) -> None:
+    _unended.setdefault(mlflow.get_tracking_uri(), set()).add(run_id)
 
 
 def _owner() -> str:
@@ -340,13 +345,14 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
     hosts are left alone. Returns the ids of the runs ended.
     """
     ended = []
-    for run_id in list(_unended):
+    mine = _unended.get(mlflow.get_tracking_uri(), set())
+    for run_id in list(mine):
         try:
             client.set_terminated(run_id, status="FAILED")
         except MlflowException as error:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
-        _unended.discard(run_id)
+        mine.discard(run_id)
         ended.append(run_id)
     if not experiment_ids:
         return ended
@@ -369,7 +375,7 @@ def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:
     try:
         client.set_terminated(run_id, status=RunStatus.to_string(status))
     except Exception:
-        _unended.add(run_id)
+        _remember_unended(run_id)
         logger.exception("Could not end run %s; it will be ended FAILED on the next fit", run_id)
 
 
@@ -412,5 +418,5 @@ def stage_run(
     try:
         client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
     except BaseException:
-        _unended.add(run.info.run_id)
+        _remember_unended(run.info.run_id)
         raise
