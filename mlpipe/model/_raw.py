@@ -135,7 +135,8 @@ def _as_trained(name: str, column: pd.Series, expected: str) -> pd.Series:
             ) from None
     if kind in "iu" and column.dtype.kind == "f":
         values = column.to_numpy()
-        if not np.isnan(values).any() and np.array_equal(values, np.round(values)):
+        # inf is "whole" too, but no integer holds it: it stays float, for explain() to name.
+        if np.isfinite(values).all() and np.array_equal(values, np.round(values)):
             column = column.astype(expected)
     elif kind == "f" and column.dtype.kind in "iu":
         column = column.astype(expected)
@@ -172,9 +173,15 @@ def explain(
 
     ``columns`` is the description of the training data that the model keeps
     (``describe_columns``). Named causes: a missing value in a column that had none
-    in training, a value that is not text in a column that held only text, and a
-    category never seen in training. ``None`` when the input shows none of them:
-    then the failure is not known to be the input's fault.
+    in training, an infinite number (``inf``, ``-inf``: training data never holds
+    one), a value that is not text in a column that held only text, and a category
+    never seen in training. ``None`` when the input shows none of them: then the
+    failure is not known to be the input's fault.
+
+    An infinite number is named only here, once the pipeline has failed, because
+    some pipelines take it (``HistGradientBoostingClassifier`` bins it), as some
+    take missing values: those still predict, and a prediction that succeeds pays
+    for no check.
     """
     problems = []
     for name, seen in columns.items():
@@ -189,6 +196,9 @@ def explain(
                 f"them (got {int(missing.sum())}, in row(s) {rows}"
                 f"{' ...' if missing.sum() > len(rows) else ''})"
             )
+        infinite = _infinite(name, column, seen)
+        if infinite:
+            problems.append(infinite)
         categories = seen.get("categories")
         if categories is None:
             continue
@@ -220,6 +230,57 @@ def explain(
         cause = cause[: _ERROR_CHARS - 3] + "..."
     problem = "; ".join(problems)
     return f"{problem[0].upper()}{problem[1:]}. The model failed with {cause}"
+
+
+def _infinite(name: str, column: pd.Series, seen: dict[str, Any]) -> str | None:
+    """What ``explain`` says of the infinite numbers in ``column``, or ``None`` if none.
+
+    Only for a column that held numbers in training: in a text column, a number is
+    named as not being text.
+    """
+    if not (isinstance(column.dtype, np.dtype) and column.dtype.kind == "f"):
+        return None
+    if not _numeric(seen.get("dtype")):
+        return None
+    values = column.to_numpy()
+    infinite = np.isinf(values)
+    if not infinite.any():
+        return None
+    count = int(infinite.sum())
+    shown = ", ".join(
+        f"{value} in row {_plain(row)!r}"
+        for row, value in zip(
+            column.index[infinite][:_SHOWN_VALUES], values[infinite][:_SHOWN_VALUES], strict=True
+        )
+    )
+    etc = f" and {count - _SHOWN_VALUES} more" if count > _SHOWN_VALUES else ""
+    low, high = seen.get("min"), seen.get("max")
+    trained = (
+        f"training had values from {_number(low)} to {_number(high)}"
+        if low is not None and high is not None
+        else "training had only missing values there"
+    )
+    return (
+        f"column {name!r} got {'an infinite number' if count == 1 else 'infinite numbers'} "
+        f"({shown}{etc}), which the model cannot handle; {trained}"
+    )
+
+
+def _numeric(dtype: Any) -> bool:
+    """Whether a dtype, as ``describe_columns`` writes it, is a number's, booleans aside."""
+    if dtype is None:
+        return False
+    try:
+        resolved = pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return False
+    return pd.api.types.is_numeric_dtype(resolved) and not pd.api.types.is_bool_dtype(resolved)
+
+
+def _number(value: float) -> Any:
+    """A training bound as a message shows it: ``2007`` rather than ``2007.0``."""
+    whole = float(value).is_integer() and abs(value) < 2**53
+    return int(value) if whole else value
 
 
 def empty_result(pipeline: Pipeline, method: str) -> Any:

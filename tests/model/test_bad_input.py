@@ -11,6 +11,7 @@ loaded in this process with ``mlflow.pyfunc.load_model`` (fast).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -27,11 +28,13 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from sklearn.compose import make_column_selector, make_column_transformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlpipe import LineagePipeline
 from mlpipe.cli._demo import penguins_pipeline
+from mlpipe.model._raw import explain
 from tests.model._helpers import free_port, penguins, subprocess_env
 from tests.model.test_serving import _stop, _wait_until_up
 
@@ -187,6 +190,8 @@ class Case:
     body: bytes | None = None
     # Keys other than "dataframe_records" (for instance "dataframe_split").
     split: bool = False
+    # Sent with Infinity in the body (not JSON, but Python's json writes it and MLflow reads it).
+    infinity: bool = False
 
 
 def _with(model: Model, n: int = 4, **cells: Any) -> list[dict[str, Any]]:
@@ -276,6 +281,43 @@ CASES = {
         lambda m: _with(m, island="Atlantis"),
         names=("island", "'Atlantis'", "never seen in training", "'Biscoe'"),
     ),
+    # The penguins' training ranges: bill_length_mm 32.1 to 59.6, year 2007 to 2009.
+    "infinity_in_float_column": Case(
+        "imputed",
+        lambda m: _with(m, bill_length_mm=math.inf),
+        names=(
+            "bill_length_mm",
+            "an infinite number (inf in row 1)",
+            "training had values from 32.1 to 59.6",
+            "Input X contains infinity",
+        ),
+        infinity=True,
+    ),
+    "minus_infinity_in_integer_column": Case(
+        "strict",
+        lambda m: _with(m, year=-math.inf),
+        names=("year", "(-inf in row 1)", "training had values from 2007 to 2009"),
+        infinity=True,
+    ),
+    "infinities_in_two_columns": Case(
+        "imputed",
+        lambda m: [
+            dict(
+                r,
+                body_mass_g=math.inf if i % 2 else -math.inf,
+                year=math.inf if i == 3 else r["year"],
+            )
+            for i, r in enumerate(_records(_rows(m, 8)))
+        ],
+        names=(
+            "body_mass_g",
+            "infinite numbers (-inf in row 0, inf in row 1, -inf in row 2, inf in row 3, "
+            "-inf in row 4 and 3 more)",
+            "column 'year' got an infinite number (inf in row 3)",
+        ),
+        infinity=True,
+        split=True,
+    ),
     "empty_body": Case("imputed", lambda m: [], names=("JSON",), served_only=True, body=b""),
     "malformed_json": Case(
         "imputed",
@@ -322,8 +364,9 @@ def _body(case: Case, records: list[dict[str, Any]]) -> bytes:
     else:
         payload = {"dataframe_records": records}
     payload["params"] = {"method": "predict_proba"}
-    # NaN is not JSON: a client sends null.
-    return json.dumps(payload, allow_nan=False).encode()
+    # NaN is not JSON: a client sends null. Infinity is not JSON either, but Python's
+    # json writes it and MLflow's server reads it: the infinity cases send it.
+    return json.dumps(payload, allow_nan=case.infinity).encode()
 
 
 def _probabilities(model: Model, predictions: list[dict[str, float]]) -> np.ndarray:
@@ -356,6 +399,8 @@ def test_served(served: Models, name: str) -> None:
         assert part in message, message
 
 
+# scikit-learn's finiteness check sums the array first: inf + -inf warns, then it raises.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in reduce:RuntimeWarning")
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if not c.served_only])
 def test_in_process(models: Models, name: str) -> None:
     case = CASES[name]
@@ -386,6 +431,54 @@ def test_fraction_in_integer_column_is_not_truncated(models: Models) -> None:
     got = model.pyfunc.predict(fraction, params=params).to_numpy()
     np.testing.assert_allclose(got, model.pipe.predict_proba(fraction), rtol=1e-12)
     assert not np.array_equal(got, model.pyfunc.predict(whole, params=params).to_numpy())
+
+
+def test_infinity_reaches_a_pipeline_that_takes_it() -> None:
+    # Infinity is named only when the pipeline fails: one that bins it still predicts.
+    X, y = penguins()
+    pipe = LineagePipeline(
+        [
+            (
+                "processing",
+                make_column_transformer(
+                    (OneHotEncoder(handle_unknown="ignore"), ["island", "sex"]),
+                    remainder="passthrough",
+                ),
+            ),
+            ("model", HistGradientBoostingClassifier(max_iter=10, random_state=0)),
+        ],
+        cv=None,
+    ).fit(X, y)
+    rows = X.head(4).assign(bill_length_mm=[math.inf, -math.inf, 40.0, np.nan])
+    got = mlflow.pyfunc.load_model(pipe.model_uri_).predict(rows)
+    assert got.tolist() == pipe.predict(rows).tolist()
+
+
+def test_explain_names_infinite_numbers_in_number_columns_only() -> None:
+    frame = pd.DataFrame(
+        {
+            "mass": [math.inf, 1.0, -math.inf, *[math.inf] * 5],
+            "empty": [math.inf, *[np.nan] * 7],
+            "text": [math.inf] * 8,
+        },
+        index=range(10, 18),
+    )
+    columns = {
+        "mass": {"dtype": "float64", "nullable": False, "min": 1.5, "max": 3000.0},
+        "empty": {"dtype": "Float64", "nullable": True, "min": None, "max": None},
+        "text": {"dtype": "object", "nullable": False, "categories": None},
+    }
+    why = explain(frame, columns, ValueError("Input X contains infinity"))
+    assert why == (
+        "Column 'mass' got infinite numbers (inf in row 10, -inf in row 12, inf in row 13, "
+        "inf in row 14, inf in row 15 and 2 more), which the model cannot handle; training "
+        "had values from 1.5 to 3000; column 'empty' got an infinite number (inf in row 10), "
+        "which the model cannot handle; training had only missing values there. "
+        "The model failed with ValueError: Input X contains infinity"
+    )
+    # A failure on finite numbers, however far out of range, is not the input's fault.
+    finite = pd.DataFrame({"mass": [1e300, -1e300], "empty": [0.0, np.nan], "text": ["a", "b"]})
+    assert explain(finite, columns, ValueError("x")) is None
 
 
 def test_unknown_method_names_the_methods(models: Models) -> None:
