@@ -481,6 +481,25 @@ def test_explain_names_infinite_numbers_in_number_columns_only() -> None:
     assert explain(finite, columns, ValueError("x")) is None
 
 
+def test_in_process_takes_frames_a_typed_signature_would_refuse(models: Models) -> None:
+    # Why integer and text columns are declared Any: MLflow's in-process check refuses
+    # an int64 column declared double, and a non-text column declared string.
+    model = models.by_name["imputed"]
+    schema = {spec.name: str(spec.type) for spec in model.pyfunc.metadata.get_input_schema()}
+    assert schema["year"] == schema["island"] == schema["sex"] == "Any", schema
+    rows = _rows(model, 3)
+    assert rows["year"].dtype == "int64"
+    frames = {
+        "as trained": rows,
+        "no sex in any row": rows.assign(sex=np.nan),
+        "numbers for islands": rows.assign(island=[1, 2, 3]),
+        "categorical island": rows.astype({"island": "category"}),
+    }
+    for name, frame in frames.items():
+        got = model.pyfunc.predict(frame, params={"method": "predict_proba"})
+        np.testing.assert_allclose(got, _expected(model, frame), rtol=1e-12, err_msg=name)
+
+
 def test_unknown_method_names_the_methods(models: Models) -> None:
     model = models.by_name["imputed"]
     with pytest.raises(MlflowException, match="predict_proba") as raised:
