@@ -538,3 +538,70 @@ def test_meta_describes_the_training_columns(models: Models) -> None:
     }
     assert imputed["columns"]["bill_length_mm"]["nullable"] is True
     assert not any(c["nullable"] for c in strict["columns"].values())
+
+
+def _json_value(value: Any) -> Any:
+    # What a client sends: null for any missing value, numbers and text as they are.
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["imputed", "strict"])
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "hostile"])
+def test_thousand_generated_rows_served(
+    served: Models, monkeypatch: pytest.MonkeyPatch, model_name: str, valid: bool
+) -> None:
+    """1,000 raw rows from mlpipe.testing's strategies, served: the in-process answer.
+
+    Hypothesis cannot draw 1,000 rows in one example, so 50 requests of 20 rows.
+    """
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from mlpipe.testing import raw_frames
+
+    model = served.by_name[model_name]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
+    mlflow.set_tracking_uri(served.tracking_uri)
+    frames = raw_frames(model.uri, valid=valid, min_rows=20, max_rows=20)
+    sent = []
+
+    @settings(
+        max_examples=50, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        frame = data.draw(frames)
+        sent.append(len(frame))
+        body = {
+            "dataframe_split": {
+                "columns": list(frame.columns),
+                "data": [[_json_value(v) for v in row] for row in frame.itertuples(index=False)],
+            },
+            "params": {"method": "predict_proba"},
+        }
+        response = requests.post(
+            f"{model.url}/invocations",
+            data=json.dumps(body, allow_nan=True),
+            headers={"Content-Type": "application/json"},
+            timeout=120,
+        )
+        assert response.status_code < 500, response.text[:MAX_MESSAGE_CHARS]
+        try:
+            expected = model.pyfunc.predict(frame, params={"method": "predict_proba"})
+        except MlflowException as error:
+            assert not valid, f"valid rows rejected: {error.message}"
+            # Rejected in process: rejected served too, for the same column.
+            assert 400 <= error.get_http_status_code() < 500
+            assert response.status_code == 400, response.text[:MAX_MESSAGE_CHARS]
+            column = str(error.message).split("'")[1]
+            assert column in response.json()["message"]
+            return
+        assert response.status_code == 200, response.text[:MAX_MESSAGE_CHARS]
+        got = _probabilities(model, response.json()["predictions"])
+        np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-9, atol=1e-12)
+
+    check()
+    assert sum(sent) >= 1000
