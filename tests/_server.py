@@ -20,54 +20,57 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class TrackingServer:
-    """``mlflow server`` on 127.0.0.1 with a backend store and proxied artifacts.
+class ServerProcess:
+    """A server started in its own session, so that stopping it stops its workers too.
 
-    ``kill`` stops it the hard way (as a crash would), ``start`` brings it back on
-    the same port, store and artifact directory.
+    ``start`` waits until ``url + ready`` answers 200 (and fails with the end of the
+    log if the process exits first); ``kill`` stops it the hard way, as a crash or an
+    OOM kill would; ``start`` again brings it back on the same port.
     """
 
-    def __init__(self, backend_uri: str, artifacts: Path, log: Path, port: int | None = None):
-        self.backend_uri = backend_uri
-        self.artifacts = artifacts
+    ready = "/health"
+
+    def __init__(self, log: Path, port: int | None = None):
         self.log = log
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 120.0) -> TrackingServer:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        # The venv's bin/ first: MLflow starts its own tools (uvicorn) from PATH.
+        return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+    def start(self, timeout: float = 120.0, cwd: Path | None = None) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:  # poll reaps a dead one
             raise RuntimeError(f"The server on port {self.port} is already running.")
-        bin_dir = str(Path(sys.executable).parent)
-        env = {
-            **os.environ,
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            # The server's job runner spawns worker processes mlpipe never uses.
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
-        env.pop("MLFLOW_TRACKING_URI", None)
-        command = [
-            *(bin_dir + "/mlflow", "server"),
-            *("--backend-store-uri", self.backend_uri),
-            *("--artifacts-destination", str(self.artifacts)),
-            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
-        ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                cwd=cwd,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.command()[1:3]} exited:\n{self._tail()}")
             try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                if requests.get(self.url + self.ready, timeout=2).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"mlflow server did not answer:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(f"{self.command()[1:3]} did not answer:\n{self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
 
     def kill(self) -> None:
         """Kill the server and its workers at once, as a crash or an OOM kill would."""
@@ -88,6 +91,64 @@ class TrackingServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+
+
+class TrackingServer(ServerProcess):
+    """``mlflow server`` on 127.0.0.1 with a backend store and proxied artifacts."""
+
+    def __init__(self, backend_uri: str, artifacts: Path, log: Path, port: int | None = None):
+        super().__init__(log, port)
+        self.backend_uri = backend_uri
+        self.artifacts = artifacts
+
+    def command(self) -> list[str]:
+        return [
+            *(str(Path(sys.executable).parent / "mlflow"), "server"),
+            *("--backend-store-uri", self.backend_uri),
+            *("--artifacts-destination", str(self.artifacts)),
+            # One worker: with more, uvicorn adds ~40 ms to each kept-alive request.
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env.pop("MLFLOW_TRACKING_URI", None)
+        # The server's job runner spawns worker processes mlpipe never uses.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        return env
+
+
+class ModelServer(ServerProcess):
+    """``mlflow models serve`` of one model on 127.0.0.1, with the venv's packages.
+
+    ``tracking_uri`` is the store a ``models:/`` URI is resolved in; ``env`` adds
+    variables (the rest of the environment is this process's, without MLFLOW_*).
+    """
+
+    ready = "/ping"
+
+    def __init__(self, model_uri: str, log: Path, tracking_uri: str | None = None, **env: str):
+        super().__init__(log)
+        self.model_uri = model_uri
+        self.tracking_uri = tracking_uri
+        self.env = env
+
+    def command(self) -> list[str]:
+        return [
+            *(str(Path(sys.executable).parent / "mlflow"), "models", "serve"),
+            *("-m", self.model_uri, "--env-manager", "local"),
+            *("--host", "127.0.0.1", "--port", str(self.port)),
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in super().environment().items()
+            if not k.startswith("MLFLOW_") and k not in ("PYTHONPATH", "PYTHONSTARTUP")
+        }
+        if self.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return {**env, "PYTHONUNBUFFERED": "1", **self.env}
 
 
 class StoreReset:

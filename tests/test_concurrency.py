@@ -16,6 +16,7 @@ import pytest
 from palmerpenguins import load_penguins
 
 import mlpipe
+from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.tracking import _schema as schema
 
 pytestmark = pytest.mark.slow
@@ -24,33 +25,16 @@ pytestmark = pytest.mark.slow
 # Processes 0 and 1 fit the identical pipeline on the identical data.
 FITTER = textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, sys, time
     from pathlib import Path
 
     from palmerpenguins import load_penguins
-    from sklearn.compose import make_column_selector, make_column_transformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
-    import mlpipe
+    from mlpipe.cli._demo import penguins_pipeline
 
     index, start = int(sys.argv[1]), Path(sys.argv[2])
     raw = load_penguins()
-    processing = make_column_transformer(
-        (SimpleImputer(strategy="median"), make_column_selector(dtype_include="number")),
-        (
-            make_pipeline(
-                SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
-            ),
-            make_column_selector(dtype_exclude="number"),
-        ),
-    )
-    C = 1.0 if index < 2 else 0.1 * index
-    pipe = mlpipe.LineagePipeline(
-        [("processing", processing), ("model", LogisticRegression(C=C, max_iter=2000))], cv=2
-    )
+    pipe = penguins_pipeline().set_params(cv=2, model__C=1.0 if index < 2 else 0.1 * index)
     while not start.exists():
         time.sleep(0.01)
     pipe.fit(raw.drop(columns="species"), raw["species"])
@@ -101,31 +85,19 @@ def test_four_processes_fit_at_once_and_every_run_is_there(tracking_store, tmp_p
     # The four models are all there, each pointing at a processing run that exists.
     models = mlpipe.runs(stage="model")
     assert set(models["run_id"]) >= {r["run_ids"]["model"] for r in results}  # type: ignore[index]
+    assert set(models["upstream"]) <= set(mlpipe.runs(stage="processing")["run_id"])
 
     # Two processes fitted the identical pipeline at once: whichever won, the cache
     # still answers with a complete, loadable chain and refits nothing.
-    from sklearn.compose import make_column_selector, make_column_transformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
     raw = load_penguins()
-    processing = make_column_transformer(
-        (SimpleImputer(strategy="median"), make_column_selector(dtype_include="number")),
-        (
-            make_pipeline(
-                SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
-            ),
-            make_column_selector(dtype_exclude="number"),
-        ),
-    )
-    pipe = mlpipe.LineagePipeline(
-        [("processing", processing), ("model", LogisticRegression(C=1.0, max_iter=2000))], cv=2
-    ).fit(raw.drop(columns="species"), raw["species"])
+    pipe = penguins_pipeline().set_params(cv=2, model__C=1.0)
+    pipe.fit(raw.drop(columns="species"), raw["species"])
     assert pipe.reused_ == ["processing", "model"]
-    assert pipe.run_ids_["model"] in {r["run_ids"]["model"] for r in results[:2]}  # type: ignore[index]
+    # The chain it continues may mix the two processes' runs; a model run reused under
+    # another upstream run is recorded as a new run naming the one it reuses.
+    model_run = client.get_run(pipe.run_ids_["model"])
+    reused = model_run.data.tags.get(schema.REUSED_FROM, model_run.info.run_id)
+    assert reused in {r["run_ids"]["model"] for r in results[:2]}  # type: ignore[index]
     served = mlflow.pyfunc.load_model(pipe.model_uri_).predict(raw.drop(columns="species"))
     assert (served == pipe.predict(raw.drop(columns="species"))).all()
-    tags = client.get_run(pipe.run_ids_["model"]).data.tags
-    assert tags[schema.MODEL_URI] == pipe.model_uri_
+    assert model_run.data.tags[schema.MODEL_URI] == pipe.model_uri_

@@ -26,8 +26,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import mlpipe
 from mlpipe.model._package import describe_columns
 from mlpipe.testing import check_model, columns_of, raw_frames
-from tests.model._helpers import free_port, subprocess_env
-from tests.model.test_serving import _stop, _wait_until_up
+from tests._server import ModelServer, free_port
 
 TARGET = "species"
 
@@ -166,7 +165,8 @@ def test_hostile_frames_hold_what_production_may_send() -> None:
     def numbers(frame: pd.DataFrame, name: str) -> pd.Series:
         return pd.to_numeric(frame[name], errors="coerce")
 
-    @settings(max_examples=200, database=None)
+    # Derandomized: the same 200 frames each run, so the test cannot flake.
+    @settings(max_examples=200, database=None, derandomize=True)
     @given(raw_frames(X, valid=False, max_rows=3))
     def look(frame: pd.DataFrame) -> None:
         seen.update(f"missing {name}" for name in X.columns if frame[name].isna().any())
@@ -176,7 +176,10 @@ def test_hostile_frames_hold_what_production_may_send() -> None:
             seen.add("huge")
         if (numbers(frame, "body_mass_g") < 0).any():
             seen.add("negative")
-        if np.isinf(numbers(frame, "bill_depth_mm")).any():
+        if any(
+            np.isinf(numbers(frame, name)).any()
+            for name in ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
+        ):
             seen.add("infinite")
         if (numbers(frame, "year") % 1 > 0).any():
             seen.add("fractional year")
@@ -360,27 +363,12 @@ def served_penguins() -> Iterator[tuple[str, str]]:
             local = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(home / "model"))
         finally:
             mlflow.set_tracking_uri(None)
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(str(Path(sys.executable).parent / "mlflow"), "models", "serve"),
-                *("-m", local, "--env-manager", "local"),
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            cwd=home,
-            env=subprocess_env(uri),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = ModelServer(local, home / "server.log", uri)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(process, url, log)
-        yield local, url
+        server.start(cwd=home)
+        yield local, server.url
     finally:
-        _stop(process)
+        server.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -208,11 +208,12 @@ def key_time(key: str) -> int:
 
 
 def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
-    # Unique within the stage even under rapid or concurrent fits: set the key,
-    # then look for other runs holding it; the oldest holder keeps it and every
-    # other run moves on to the next free second.
+    # Unique within the stage even under rapid or concurrent fits: set the key, then
+    # look for other runs holding it. A run keeps the key only if it holds it alone;
+    # on any collision it moves on to the next second (after a random pause, so two
+    # runs that collide do not collide again in step). Two runs can never both keep
+    # one key: the later of the two to set it sees the other when it looks.
     experiment_id = run.info.experiment_id
-    mine = (run.info.start_time, run.info.run_id)
     when = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.UTC)
     while True:
         key = format_key(type_, when)
@@ -223,7 +224,7 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
             run_view_type=ViewType.ALL,
             max_results=50,
         )
-        if all((r.info.start_time, r.info.run_id) >= mine for r in holders):
+        if all(r.info.run_id == run.info.run_id for r in holders):
             now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
             client.log_batch(
                 run.info.run_id,
@@ -232,6 +233,7 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
             )
             return key
         when += dt.timedelta(seconds=1)
+        time.sleep(random.uniform(0, 0.05))
 
 
 def key_datetime(key: str) -> dt.datetime:

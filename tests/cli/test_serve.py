@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import requests
 from palmerpenguins import load_penguins
 
 from mlpipe.cli._demo import penguins_pipeline
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests._server import free_port
 
 
 @pytest.mark.slow
@@ -28,7 +22,7 @@ def test_serve_a_run_id_on_loopback(tracking_store, tmp_path):
     raw = load_penguins()
     X, y = raw.drop(columns="species"), raw["species"]
     pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = tracking_store
     env["PATH"] = "/usr/bin:/bin"  # mlpipe serve must find the venv's scripts on its own

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -110,9 +109,3 @@ def run_python(
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines, f"{script.name} printed nothing; stderr:\n{done.stderr[-5000:]}"
     return json.loads(lines[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +33,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from mlpipe import LineagePipeline
 from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.model._raw import explain
-from tests.model._helpers import free_port, penguins, subprocess_env
-from tests.model.test_serving import _stop, _wait_until_up
+from tests._server import ModelServer
+from tests.model._helpers import penguins
 
 COLUMNS = [
     "island",
@@ -121,41 +119,17 @@ def models() -> Iterator[Models]:
 @pytest.fixture(scope="module")
 def served(models: Models) -> Iterator[Models]:
     """One ``mlflow models serve`` process per model, for the whole module."""
-    processes = []
+    servers = [
+        ModelServer(model.uri, models.home / f"server-{model.name}.log", models.tracking_uri)
+        for model in models.by_name.values()
+    ]
     try:
-        for model in models.by_name.values():
-            port = free_port()
-            log = models.home / f"server-{model.name}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "mlflow"),
-                        "models",
-                        "serve",
-                        "-m",
-                        model.uri,
-                        "--env-manager",
-                        "local",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                    ],
-                    cwd=models.home,
-                    env=subprocess_env(models.tracking_uri),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            processes.append((process, log))
-            model.url = f"http://127.0.0.1:{port}"
-        for (process, log), model in zip(processes, models.by_name.values(), strict=True):
-            assert model.url is not None
-            _wait_until_up(process, model.url, log)
+        for server, model in zip(servers, models.by_name.values(), strict=True):
+            model.url = server.start(cwd=models.home).url
         yield models
     finally:
-        for process, _ in processes:
-            _stop(process)
+        for server in servers:
+            server.stop()
         for model in models.by_name.values():
             model.url = None
 

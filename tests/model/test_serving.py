@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +18,8 @@ import requests
 
 from mlpipe import LineagePipeline
 from mlpipe.cli._demo import penguins_pipeline
-from tests.model._helpers import free_port, penguins, rows_with_nulls, subprocess_env
+from tests._server import ModelServer
+from tests.model._helpers import penguins, rows_with_nulls
 
 pytestmark = pytest.mark.slow
 
@@ -35,37 +31,6 @@ class Server:
     url: str
     pipe: LineagePipeline
     X: pd.DataFrame
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # The server runs uvicorn as its own child: end the whole session it leads.
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"mlflow models serve exited with {process.returncode} before answering:\n"
-                + log.read_text(errors="replace")[-10000:]
-            )
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(
-        f"mlflow models serve did not answer /ping within {_START_TIMEOUT:.0f} s:\n"
-        + log.read_text(errors="replace")[-10000:]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -83,35 +48,12 @@ def server() -> Iterator[Server]:
         finally:
             # Between tests no URI is set (see conftest.py); leave it so.
             mlflow.set_tracking_uri(None)
-    port = free_port()
-    log = home / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                str(pipe.model_uri_),
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=home,
-            env=subprocess_env(uri),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = ModelServer(str(pipe.model_uri_), home / "server.log", uri)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(process, url, log)
-        yield Server(url=url, pipe=pipe, X=X)
+        server.start(cwd=home)
+        yield Server(url=server.url, pipe=pipe, X=X)
     finally:
-        _stop(process)
+        server.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 

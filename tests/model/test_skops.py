@@ -472,33 +472,19 @@ def test_skops_model_loads_with_only_its_logged_requirements(
 
 @pytest.mark.slow
 def test_skops_model_is_served(tmp_path: Path, tracking_store: str) -> None:
-    import subprocess
 
     import requests
 
-    from tests.model._helpers import free_port
-    from tests.model.test_serving import _stop, _wait_until_up
+    from tests._server import ModelServer
 
     X, y = penguins()
     pipe = chain("skops").fit(X, y)
-    port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                *("models", "serve", "-m", str(pipe.model_uri_)),
-                *("--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)),
-            ],
-            cwd=tmp_path,
-            env=subprocess_env(tracking_store, **{_ALLOW_PICKLE: "false"}),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = ModelServer(
+        str(pipe.model_uri_), tmp_path / "server.log", tracking_store, **{_ALLOW_PICKLE: "false"}
+    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(process, url, log)
+        server.start(cwd=tmp_path)
+        url = server.url
         rows = rows_with_nulls(X)
         body = json.loads(rows.to_json(orient="split", index=False))
         split = requests.post(f"{url}/invocations", json={"dataframe_split": body}, timeout=30)
@@ -521,4 +507,4 @@ def test_skops_model_is_served(tmp_path: Path, tracking_store: str) -> None:
         )
         assert missing.status_code == 400 and "sex" in missing.text
     finally:
-        _stop(process)
+        server.stop()

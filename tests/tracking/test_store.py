@@ -103,3 +103,15 @@ def test_transient_store_errors_are_retried(monkeypatch, message, failures, call
         with pytest.raises(MlflowException, match=message.split(")")[-1].strip()):
             store.client().get_experiment_by_name("Default")
     assert len(made) == calls
+
+
+def test_an_older_run_claiming_a_key_a_younger_one_holds_moves_on():
+    # Processes race: the younger run may look for holders before the older one has
+    # set the key. Whoever sets it second must see the first and move on.
+    client = mlflow.MlflowClient()
+    experiment = get_or_create_experiment(client, "processing")
+    start = int(dt.datetime(2019, 2, 9, 15, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    older = client.create_run(experiment, start_time=start)
+    younger = client.create_run(experiment, start_time=start + 500)
+    assert store._claim_key(client, younger, "plain") == "plain@20190209153000"
+    assert store._claim_key(client, older, "plain") == "plain@20190209153001"
