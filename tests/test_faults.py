@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -17,6 +18,7 @@ import mlpipe
 from mlpipe.exceptions import TrackingError
 from mlpipe.tracking import _store as store
 from tests._server import TrackingServer, free_port
+from tests.data.test_sources import _everything_logged
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +124,23 @@ def test_an_unreachable_store_is_a_clear_error_without_the_password(monkeypatch)
     message = str(error.value)
     assert "Stage 'load'" in message and "ana:***@127.0.0.1" in message
     assert "s3cret-pw" not in message
+
+
+def test_a_tracking_password_reaches_nothing_logged(server, monkeypatch, tmp_path, caplog, capsys):
+    # The test server asks for no login: the credentials are sent and ignored, which
+    # is enough to see where mlpipe would copy them.
+    uri = server.url.replace("http://", "http://ana:s3cret-pw@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    X, y = _data()
+    with caplog.at_level(logging.DEBUG):
+        pipe = mlpipe.LineagePipeline(
+            [("processing", StandardScaler()), ("model", LogisticRegression())], cv=2
+        ).fit(X, y)
+    assert set(pipe.run_ids_) == {"load", "processing", "model"}
+    logged = _everything_logged(tmp_path)
+    assert pipe.run_ids_["processing"] in logged  # the search saw the runs...
+    assert "s3cret-pw" not in logged  # ...and no password in them
+    assert "s3cret-pw" not in caplog.text
+    printed = capsys.readouterr()
+    assert "s3cret-pw" not in printed.out + printed.err

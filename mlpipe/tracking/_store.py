@@ -350,7 +350,7 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
     mine = _unended.get(mlflow.get_tracking_uri(), set())
     for run_id in list(mine):
         try:
-            client.set_terminated(run_id, status="FAILED")
+            end_run(client, run_id, "FAILED")
         except MlflowException as error:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -365,17 +365,39 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
     for run in running:
         owner_host, _, pid = run.data.tags.get(schema.OWNER, "").rpartition(":")
         if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            client.set_terminated(run.info.run_id, status="FAILED")
+            end_run(client, run.info.run_id, "FAILED")
             ended.append(run.info.run_id)
     if ended:
         logger.warning("Ended FAILED %d run(s) left RUNNING by an interrupted fit", len(ended))
     return ended
 
 
+def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
+    """End a run with ``status``, as ``set_terminated`` does.
+
+    Against a tracking server, MLflow then prints a link to the run built from the
+    tracking URI. A URI with a password in it (``https://user:pw@host``) would
+    print the password, so the link is left out for such a URI.
+    """
+    uri = mlflow.get_tracking_uri()
+    if redact(uri) == uri:
+        client.set_terminated(run_id, status=status)
+        return
+    previous = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    try:
+        client.set_terminated(run_id, status=status)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
+        else:
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = previous
+
+
 def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:
     # Called while an error is propagating: never mask it, remember the run instead.
     try:
-        client.set_terminated(run_id, status=RunStatus.to_string(status))
+        end_run(client, run_id, RunStatus.to_string(status))
     except Exception:
         _remember_unended(run_id)
         logger.exception("Could not end run %s; it will be ended FAILED on the next fit", run_id)
@@ -418,7 +440,7 @@ def stage_run(
         _end(client, run.info.run_id, status)
         raise
     try:
-        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+        end_run(client, run.info.run_id, "FINISHED")
     except BaseException:
         _remember_unended(run.info.run_id)
         raise
