@@ -49,7 +49,7 @@ def run_demo(out: TextIO) -> None:
             }
         )
     metrics = client.get_run(pipe.run_ids_["model"]).data.metrics
-    uri = mlflow.get_tracking_uri()
+    uri = store.redact(mlflow.get_tracking_uri())  # shown, so never with a password
     print(f"Tracking store: {uri}", file=out)
     print(f"Data: {len(raw)} penguins, fingerprint {dataset.fingerprint}\n", file=out)
     print(pd.DataFrame(rows).to_string(index=False), file=out)
