@@ -1,10 +1,13 @@
-"""Exclusive wall time per part of a call, shared by the benchmark scripts."""
+"""Helpers shared by the benchmark scripts: exclusive wall time per part of a call, and
+the commit a run measured."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +41,18 @@ class Breakdown:
                     self._stack[-1][0] += elapsed
 
         return timed
+
+
+def git_state() -> str:
+    """The commit measured, and whether mlpipe/ differs from it in the working tree."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "mlpipe"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "commit unknown"
+    return f"commit {commit or 'unknown'}, mlpipe/ {'modified' if changed else 'clean'}"

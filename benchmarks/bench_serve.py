@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import requests
 import sklearn
+from _breakdown import git_state  # benchmarks/ is on sys.path when a script runs
 from mlflow.exceptions import MlflowException
 from mlflow.models.utils import _enforce_schema
 from mlflow.pyfunc import scoring_server
@@ -70,21 +71,6 @@ BASELINE = "mlflow.sklearn baseline"
 MODELS = (MLPIPE, BASELINE)
 START_TIMEOUT = 120.0
 JSON = {"Content-Type": "application/json"}
-
-
-def git_state() -> str:
-    """The commit measured, and whether mlpipe/ differs from it in the working tree."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "mlpipe"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "commit unknown"
-    return f"commit {commit or 'unknown'}, mlpipe/ {'modified' if changed else 'clean'}"
 
 
 # --- the two models -------------------------------------------------------------------

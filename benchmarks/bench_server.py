@@ -63,6 +63,7 @@ import mlflow
 import pandas as pd
 import requests
 import sklearn
+from _breakdown import git_state  # benchmarks/ is on sys.path when a script runs
 from palmerpenguins import load_penguins
 
 import mlpipe
@@ -106,21 +107,6 @@ def fit(X: pd.DataFrame, y: pd.Series, cv: int | None) -> tuple[float, list[str]
 
 
 # --- stores -------------------------------------------------------------------------------
-
-
-def git_state() -> str:
-    """The commit measured, and whether mlpipe/ differs from it in the working tree."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "mlpipe"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "commit unknown"
-    return f"commit {commit or 'unknown'}, mlpipe/ {'modified' if changed else 'clean'}"
 
 
 def _version(package: str) -> str:
