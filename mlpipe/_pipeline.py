@@ -365,7 +365,9 @@ class LineagePipeline(Pipeline):
                 self.reused_.append(name)
                 if method is None or method == "fit_transform":
                     data_in.defer(est, owner)
-                run_id, run_key = self._reuse(client, hit, name, type_, upstream, inputs, tags)
+                run_id, run_key = self._reuse(
+                    client, hit, name, type_, upstream, inputs, tags, experiments[name]
+                )
                 logger.info("Reused stage %s from run %s", name, hit.info.run_id)
             else:
                 with store.stage_run(
@@ -375,6 +377,7 @@ class LineagePipeline(Pipeline):
                     project=self.project,
                     upstream=upstream,
                     tags=tags,
+                    experiment_id=experiments[name],
                 ) as run:
                     log_training_input(client, run.run_id, inputs)
                     Xt = data_in.value()
@@ -450,6 +453,7 @@ class LineagePipeline(Pipeline):
         upstream: list[tuple[str, str, str]],
         inputs: list[Any],
         tags: dict[str, str],
+        experiment_id: str,
     ) -> tuple[str, str]:
         """Point at a cached stage run; return the (run id, key) the chain continues from.
 
@@ -482,6 +486,7 @@ class LineagePipeline(Pipeline):
             project=self.project,
             upstream=upstream,
             tags={**tags, **copied},
+            experiment_id=experiment_id,
         ) as run:
             log_training_input(client, run.run_id, inputs)
             metrics = {k: v for k, v in hit.data.metrics.items() if k != schema.KEY_TIME}

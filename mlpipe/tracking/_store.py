@@ -412,6 +412,7 @@ def stage_run(
     project: str | None,
     upstream: list[tuple[str, str, str]],
     tags: Mapping[str, str] | None = None,
+    experiment_id: str | None = None,
 ) -> Iterator[StageRun]:
     """Start a run of ``stage`` in its own experiment and end it FINISHED, or FAILED on error.
 
@@ -419,9 +420,11 @@ def stage_run(
     The run never stays RUNNING: any exception, including KeyboardInterrupt, ends it
     (FAILED, or KILLED for an interrupt) and is re-raised unchanged. If the store
     cannot be reached to end it, the next fit ends it (see :func:`end_abandoned_runs`);
-    meanwhile a RUNNING run is never reused by the cache.
+    meanwhile a RUNNING run is never reused by the cache. ``experiment_id`` saves a
+    lookup when the caller already has the stage's experiment.
     """
-    experiment_id = get_or_create_experiment(client, experiment_name(stage, project))
+    if experiment_id is None:
+        experiment_id = get_or_create_experiment(client, experiment_name(stage, project))
     type_ = safe_type(type_)
     all_tags = {
         schema.STAGE: stage,
