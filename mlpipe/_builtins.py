@@ -1,22 +1,34 @@
-"""The logics and algorithms that ship with mlpipe."""
+"""The logics and algorithms that ship with mlpipe.
+
+This module is a leaf: it imports nothing of mlpipe and no estimator. ``mlpipe._registry``
+reads ``LOGICS`` and ``ALGORITHMS`` when it creates its registries, so the built-ins are
+registered before anything else can be. Each factory imports its estimators in its body:
+registering the built-ins must stay cheap, since `mlpipe main` checks names before it knows
+whether anything needs fitting.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted
+__all__ = ["ALGORITHMS", "LOGICS"]
 
-from mlpipe._registry import algorithm, logic
+F = TypeVar("F", bound=Callable[..., Any])
+Table = dict[str, tuple[Callable[..., Any], dict[str, list[Any]]]]
 
-__all__ = ["LabelEncodedClassifier"]
+# Name to (factory, search space).
+LOGICS: Table = {}
+ALGORITHMS: Table = {}
 
-# The estimators are imported inside each factory: registering the built-ins must stay
-# cheap, since `mlpipe main` checks names before it knows whether anything needs fitting.
+
+def _builtin(table: Table, name: str, grid: dict[str, list[Any]] | None = None) -> Callable[[F], F]:
+    def add(factory: F) -> F:
+        table[name] = (factory, grid or {})
+        return factory
+
+    return add
 
 
 def _text(max_categories: int | None) -> Any:
@@ -32,7 +44,7 @@ def _text(max_categories: int | None) -> Any:
     )
 
 
-@logic("plain")
+@_builtin(LOGICS, "plain")
 def plain(*, scale: bool = True, max_categories: int | None = None) -> Any:
     """Impute numbers with their median (and scale them), text with its most frequent value
     and one-hot encode it; columns are picked by dtype, so any raw frame fits."""
@@ -48,7 +60,7 @@ def plain(*, scale: bool = True, max_categories: int | None = None) -> Any:
     )
 
 
-@logic("knn")
+@_builtin(LOGICS, "knn")
 def knn(*, n_neighbors: int = 5, max_categories: int | None = None) -> Any:
     """Like ``plain``, but a missing number is imputed from its ``n_neighbors`` nearest
     rows (on scaled numbers) rather than the median: slower, and often closer to the truth."""
@@ -66,7 +78,7 @@ def knn(*, n_neighbors: int = 5, max_categories: int | None = None) -> Any:
     )
 
 
-@algorithm("logreg", grid={"C": [0.01, 0.1, 1.0, 10.0]})
+@_builtin(ALGORITHMS, "logreg", grid={"C": [0.01, 0.1, 1.0, 10.0]})
 def logreg(*, C: float = 1.0, max_iter: int = 1000) -> Any:
     """Logistic regression."""
     from sklearn.linear_model import LogisticRegression
@@ -74,7 +86,7 @@ def logreg(*, C: float = 1.0, max_iter: int = 1000) -> Any:
     return LogisticRegression(C=C, max_iter=max_iter)
 
 
-@algorithm("rf", grid={"n_estimators": [100, 300], "max_depth": [None, 8, 16]})
+@_builtin(ALGORITHMS, "rf", grid={"n_estimators": [100, 300], "max_depth": [None, 8, 16]})
 def rf(*, n_estimators: int = 200, max_depth: int | None = None, random_state: int = 0) -> Any:
     """Random forest."""
     from sklearn.ensemble import RandomForestClassifier
@@ -84,7 +96,9 @@ def rf(*, n_estimators: int = 200, max_depth: int | None = None, random_state: i
     )
 
 
-@algorithm("hgb", grid={"learning_rate": [0.03, 0.1, 0.3], "max_leaf_nodes": [15, 31, 63]})
+@_builtin(
+    ALGORITHMS, "hgb", grid={"learning_rate": [0.03, 0.1, 0.3], "max_leaf_nodes": [15, 31, 63]}
+)
 def hgb(
     *,
     learning_rate: float = 0.1,
@@ -103,63 +117,9 @@ def hgb(
     )
 
 
-def _inner_has(attr):
-    return lambda self: hasattr(self.estimator, attr)
-
-
-class LabelEncodedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
-    """Fit ``estimator`` on labels encoded as 0..n-1; answer with the original labels.
-
-    For classifiers such as XGBoost's that accept only integer labels.
-
-    Parameters
-    ----------
-    estimator : classifier
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def fit(self, X, y, **fit_params):
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None."
-            )
-        # Finite labels first: type_of_target would otherwise cast inf to int.
-        y = check_array(y, ensure_2d=False, dtype=None)
-        check_classification_targets(y)
-        self.encoder_ = LabelEncoder().fit(y)
-        self.classes_ = self.encoder_.classes_
-        self.estimator_ = clone(self.estimator).fit(X, self.encoder_.transform(y), **fit_params)
-        for name in ("n_features_in_", "feature_names_in_"):
-            if hasattr(self.estimator_, name):
-                setattr(self, name, getattr(self.estimator_, name))
-        return self
-
-    def predict(self, X):
-        check_is_fitted(self)
-        return self.encoder_.inverse_transform(self.estimator_.predict(X))
-
-    @available_if(_inner_has("predict_proba"))
-    def predict_proba(self, X):
-        check_is_fitted(self)
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_inner_has("decision_function"))
-    def decision_function(self, X):
-        check_is_fitted(self)
-        return self.estimator_.decision_function(X)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        inner = self.estimator.__sklearn_tags__()
-        tags.input_tags = inner.input_tags
-        return tags
-
-
 if importlib.util.find_spec("xgboost") is not None:
 
-    @algorithm("xgboost", grid={"learning_rate": [0.03, 0.1, 0.3], "max_depth": [3, 6]})
+    @_builtin(ALGORITHMS, "xgboost", grid={"learning_rate": [0.03, 0.1, 0.3], "max_depth": [3, 6]})
     def xgboost(
         *,
         n_estimators: int = 300,
@@ -169,6 +129,8 @@ if importlib.util.find_spec("xgboost") is not None:
     ) -> Any:
         """XGBoost, registered only when the xgboost package is installed."""
         from xgboost import XGBClassifier
+
+        from mlpipe.estimators import LabelEncodedClassifier
 
         return LabelEncodedClassifier(
             XGBClassifier(

@@ -5,6 +5,13 @@ A factory is a function returning a scikit-learn transformer (a logic) or estima
 hyperparameters the command line accepts as ``-P name=value``. Teams add their own
 with the decorators, or from their own package through the entry-point groups
 ``mlpipe.logics`` and ``mlpipe.algorithms``.
+
+A name is registered once. The built-ins (``mlpipe._builtins``, which imports nothing of
+mlpipe) are registered when a registry is created, before anything else can be; the
+entry points of installed packages on the first lookup, in the order of their
+distributions' names; a decorator when its module is imported. Registering a name that
+is taken raises :class:`~mlpipe.exceptions.RegistrationError`, unless ``replace=True``;
+an entry point never replaces a name: it is ignored, with a warning naming both.
 """
 
 from __future__ import annotations
@@ -13,14 +20,16 @@ import dataclasses
 import importlib.metadata
 import inspect
 import logging
+import re
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mlpipe.exceptions import NotFoundError
+from mlpipe import _builtins
+from mlpipe.exceptions import NotFoundError, RegistrationError
 
-__all__ = ["ALGORITHMS", "LOGICS", "Registry", "algorithm", "logic"]
+__all__ = ["ALGORITHMS", "LOGICS", "Entry", "Registry", "algorithm", "logic"]
 
 logger = logging.getLogger("mlpipe")
 
@@ -29,38 +38,86 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclasses.dataclass
 class Entry:
-    """A registered factory and the search space offered for ``--search``."""
+    """A registered factory, the search space offered for ``--search``, and its origin.
+
+    ``origin`` says where the factory was registered from, for messages: ``"the built-in
+    mlpipe._builtins:plain"``, ``"the entry point 'mlpipe.logics: winsorized =
+    teampkg.logics:winsorized' of teampkg 0.4.0"`` or ``"teampkg.logics:robust, registered
+    in Python"``. An entry point may load an ``Entry``; mlpipe sets its origin.
+    """
 
     factory: Callable[..., Any]
     grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    origin: str = ""
 
 
 class Registry:
-    """Factories of one kind (``"logic"`` or ``"algorithm"``) by name."""
+    """Factories of one kind (``"logic"`` or ``"algorithm"``) by name.
 
-    def __init__(self, kind: str, group: str):
+    A name is registered once: first the ``builtins``, then, on the first lookup, the
+    entry points of ``group``, in the order of their distributions' names. Registering a
+    taken name raises :class:`~mlpipe.exceptions.RegistrationError` unless
+    ``replace=True``; an entry point with a taken name is ignored with a warning.
+    """
+
+    def __init__(self, kind: str, group: str, builtins: _builtins.Table | None = None):
         self.kind = kind
         self.group = group
         self._entries: dict[str, Entry] = {}
-        self._loaded = False
+        self._loaded = False  # the entry points
+        for name, (factory, grid) in (builtins or {}).items():
+            self._add(name, Entry(factory, dict(grid), f"the built-in {_where(factory)}"))
 
     def register(
-        self, name: str, factory: Callable[..., Any], *, grid: dict[str, list[Any]] | None = None
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        grid: dict[str, list[Any]] | None = None,
+        replace: bool = False,
     ) -> None:
-        """Register ``factory`` under ``name`` (replacing an earlier one of that name)."""
+        """Register ``factory`` under ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The name, not yet registered (unless ``replace``).
+        factory : callable
+            Returns a new, unfitted object on every call.
+        grid : dict of str to list, optional
+            The search space of ``--search``.
+        replace : bool, default False
+            Replace the factory registered under ``name``, if there is one: a built-in,
+            one from an entry point or one registered before.
+
+        Raises
+        ------
+        RegistrationError
+            If ``name`` is registered and ``replace`` is False, naming where the
+            registered factory comes from. The same function registered again (the same
+            object, or the same module and qualified name, as when a notebook cell runs
+            again or a module is reloaded) replaces the earlier registration instead.
+        """
+        entry = Entry(factory, dict(grid or {}), f"{_where(factory)}, registered in Python")
+        self._add(name, entry, replace=replace)
+
+    def _add(self, name: str, entry: Entry, *, replace: bool = False) -> None:
         if not name or not isinstance(name, str):
-            raise ValueError(f"A {self.kind} needs a non-empty name, got {name!r}.")
-        self._entries[name] = Entry(factory, dict(grid or {}))
+            raise RegistrationError(f"A {self.kind} needs a non-empty name, got {name!r}.")
+        existing = self._entries.get(name)
+        if existing is not None and not replace and not _same(existing.factory, entry.factory):
+            raise RegistrationError(
+                f"{self.kind.capitalize()} {name!r} is already registered ({existing.origin}); "
+                f"{_where(entry.factory)} was not registered. "
+                "Pass replace=True to replace it, or pick another name."
+            )
+        self._entries[name] = entry
 
     def _load_entry_points(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        import mlpipe._builtins  # noqa: F401  (registers the built-in logics and algorithms)
-
-        for point in importlib.metadata.entry_points(group=self.group):
-            if point.name in self._entries:
-                continue
+        for point in sorted(importlib.metadata.entry_points(group=self.group), key=_order):
             try:
                 loaded = point.load()
             except Exception as error:
@@ -69,10 +126,26 @@ class Registry:
                     "Cannot load %s %r from %s: %s", self.kind, point.name, point.value, error
                 )
                 continue
+            described = f"'{self.group}: {point.name} = {point.value}'{_of(point)}"
             if isinstance(loaded, Entry):
-                self._entries[point.name] = loaded
+                entry = dataclasses.replace(loaded, origin=f"the entry point {described}")
             else:
-                self.register(point.name, loaded, grid=getattr(loaded, "mlpipe_grid", None))
+                grid = dict(getattr(loaded, "mlpipe_grid", None) or {})
+                entry = Entry(loaded, grid, f"the entry point {described}")
+            existing = self._entries.get(point.name)
+            if existing is None:
+                self._add(point.name, entry)
+            elif existing.factory is not entry.factory:
+                # An installed package must not break every command: keep the earlier one.
+                logger.warning(
+                    "Entry point %s is ignored: %s %r is already registered (%s). "
+                    "An entry point cannot replace a registered name; rename it.",
+                    described,
+                    self.kind,
+                    point.name,
+                    existing.origin,
+                )
+            # else: a module named by an entry point and registered by its decorator too.
 
     def names(self) -> list[str]:
         """Every registered name, built-in and from entry points, sorted."""
@@ -129,6 +202,38 @@ class Registry:
         return entry.factory(**kwargs)
 
 
+def _where(factory: Callable[..., Any]) -> str:
+    """``module:qualified.name`` of ``factory``, as an entry point names it."""
+    module = getattr(factory, "__module__", None) or "?"
+    return f"{module}:{getattr(factory, '__qualname__', repr(factory))}"
+
+
+def _same(registered: Callable[..., Any], new: Callable[..., Any]) -> bool:
+    """Whether ``new`` is ``registered`` or the same function defined again (a notebook
+    cell run again, a module reloaded); lambdas have no name to tell them apart by."""
+    if registered is new:
+        return True
+    module, qualname = getattr(new, "__module__", None), getattr(new, "__qualname__", None)
+    return (
+        module is not None
+        and qualname is not None
+        and "<lambda>" not in qualname
+        and (module, qualname)
+        == (getattr(registered, "__module__", None), getattr(registered, "__qualname__", None))
+    )
+
+
+def _order(point: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    """Entry points in the order of their distributions' normalized names, then their own."""
+    dist = getattr(point, "dist", None)
+    return (re.sub(r"[-_.]+", "-", dist.name).lower() if dist else "", point.name)
+
+
+def _of(point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(point, "dist", None)
+    return f" of {dist.name} {dist.version}" if dist else ""
+
+
 def convert(text: str, annotation: Any, what: str) -> Any:
     """``text`` as a value of type ``annotation`` (int, float, bool, str, None, unions)."""
     options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
@@ -156,12 +261,36 @@ def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
-LOGICS = Registry("logic", "mlpipe.logics")
-ALGORITHMS = Registry("algorithm", "mlpipe.algorithms")
+LOGICS = Registry("logic", "mlpipe.logics", builtins=_builtins.LOGICS)
+ALGORITHMS = Registry("algorithm", "mlpipe.algorithms", builtins=_builtins.ALGORITHMS)
 
 
-def logic(name: str, *, grid: dict[str, list[Any]] | None = None) -> Callable[[F], F]:
+def logic(
+    name: str, *, grid: dict[str, list[Any]] | None = None, replace: bool = False
+) -> Callable[[F], F]:
     """Register a processing-logic factory under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name, not yet registered (unless ``replace``).
+    grid : dict of str to list, optional
+        A search space; no command searches over a logic.
+    replace : bool, default False
+        Replace the factory registered under ``name``, if there is one: a built-in, one
+        from an entry point or one registered before.
+
+    Returns
+    -------
+    decorator : callable
+        Registers the function it is given and returns it unchanged.
+
+    Raises
+    ------
+    RegistrationError
+        If ``name`` is registered and ``replace`` is False; the message says where the
+        registered factory comes from. The same function registered again (a notebook
+        cell run again, a module reloaded) replaces its earlier registration instead.
 
     Examples
     --------
@@ -172,31 +301,65 @@ def logic(name: str, *, grid: dict[str, list[Any]] | None = None) -> Callable[[F
     ...     return StandardScaler(with_mean=with_mean)
     >>> mlpipe.LOGICS.build("scaled", {"with_mean": "false"})
     StandardScaler(with_mean=False)
+
+    A name is registered once:
+
+    >>> @mlpipe.logic("plain")  # doctest: +ELLIPSIS
+    ... def plain():
+    ...     return StandardScaler()
+    Traceback (most recent call last):
+    ...
+    mlpipe.exceptions.RegistrationError: Logic 'plain' is already registered (the built-in ...
     """
 
     def decorate(factory: F) -> F:
-        LOGICS.register(name, factory, grid=grid)
+        LOGICS.register(name, factory, grid=grid, replace=replace)
         return factory
 
     return decorate
 
 
-def algorithm(name: str, *, grid: dict[str, list[Any]] | None = None) -> Callable[[F], F]:
+def algorithm(
+    name: str, *, grid: dict[str, list[Any]] | None = None, replace: bool = False
+) -> Callable[[F], F]:
     """Register an algorithm factory under ``name``; ``grid`` is its ``--search`` space.
+
+    Parameters
+    ----------
+    name : str
+        The name, not yet registered (unless ``replace``).
+    grid : dict of str to list, optional
+        The search space of ``mlpipe train --search``: parameters of the object the
+        factory returns, to lists of values.
+    replace : bool, default False
+        Replace the factory registered under ``name``, if there is one: a built-in, one
+        from an entry point or one registered before.
+
+    Returns
+    -------
+    decorator : callable
+        Registers the function it is given and returns it unchanged.
+
+    Raises
+    ------
+    RegistrationError
+        If ``name`` is registered and ``replace`` is False; the message says where the
+        registered factory comes from. The same function registered again (a notebook
+        cell run again, a module reloaded) replaces its earlier registration instead.
 
     Examples
     --------
     >>> import mlpipe
     >>> from sklearn.tree import DecisionTreeClassifier
-    >>> @mlpipe.algorithm("tree", grid={"max_depth": [2, 4, 8]})
-    ... def tree(*, max_depth: int | None = None):
+    >>> @mlpipe.algorithm("shallow_tree", grid={"max_depth": [2, 4, 8]})
+    ... def shallow_tree(*, max_depth: int | None = 3):
     ...     return DecisionTreeClassifier(max_depth=max_depth, random_state=0)
-    >>> mlpipe.ALGORITHMS.build("tree", {"max_depth": "3"})
-    DecisionTreeClassifier(max_depth=3, random_state=0)
+    >>> mlpipe.ALGORITHMS.build("shallow_tree", {"max_depth": "2"})
+    DecisionTreeClassifier(max_depth=2, random_state=0)
     """
 
     def decorate(factory: F) -> F:
-        ALGORITHMS.register(name, factory, grid=grid)
+        ALGORITHMS.register(name, factory, grid=grid, replace=replace)
         return factory
 
     return decorate

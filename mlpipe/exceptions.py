@@ -6,6 +6,7 @@ Each class also subclasses the matching builtin, so callers can catch either.
 __all__ = [
     "MlpipeError",
     "NotFoundError",
+    "RegistrationError",
     "SerializationError",
     "SourceError",
     "StageError",
@@ -32,6 +33,14 @@ class StageError(MlpipeError, ValueError):
 
 class SourceError(MlpipeError, ValueError):
     """Data could not be read from its source (a database, a file)."""
+
+
+class RegistrationError(MlpipeError, ValueError):
+    """A logic or algorithm would take a name that is already registered.
+
+    The message says where the registered one comes from (a built-in, an entry point,
+    or a module); pass ``replace=True`` to replace it, or pick another name.
+    """
 
 
 class NotFoundError(MlpipeError, LookupError):

@@ -5,7 +5,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlpipe import LineagePipeline
-from mlpipe._builtins import LabelEncodedClassifier
+from mlpipe.estimators import LabelEncodedClassifier
 
 # The same exceptions scikit-learn grants Pipeline (fit replaces the steps it was given).
 PIPELINE_XFAIL = {
