@@ -4,7 +4,7 @@
     ``load``, ``processing`` and ``model`` experiments, written with
     ``MlflowClient.create_run`` / ``log_batch`` / ``log_inputs`` / ``set_terminated``
     in the shape mlpipe writes (tags, parameters and metrics named as in
-    ``mlpipe/tracking/_schema.py``; chains linked through ``mlpipe.upstream``;
+    ``mlpipe/schema.py``; chains linked through ``mlpipe.upstream.<run id>``;
     about 5 % FAILED), spread over 30 days, plus two real ``LineagePipeline.fit``
     chains. Each query is timed ``--calls`` times, all queries interleaved, next to
     MLflow's own filtered ``search_runs`` (the baseline). Then each query is run
@@ -70,12 +70,13 @@ from sqlalchemy.engine.cursor import CursorFetchStrategy
 
 import mlpipe
 import mlpipe._cache
+import mlpipe._chain
 import mlpipe._pipeline
 import mlpipe.model._raw
 import mlpipe.tracking._store
 from mlpipe._cache import cache_key, data_key
 from mlpipe.data._dataset import dataset_entity
-from mlpipe.tracking import _schema as schema
+from mlpipe import schema
 from mlpipe.tracking._query import _STAGE_PREFIX_FILTER, _filter, _search
 
 TARGET = "species"
@@ -270,7 +271,7 @@ def _midnight(now: dt.datetime) -> dt.datetime:
 
 def _params(estimator: Any) -> dict[str, str]:
     fmt = mlpipe.tracking._store.format_param
-    return {k: fmt(v) for k, v in mlpipe._pipeline._flat_params(estimator).items()}
+    return {k: fmt(v) for k, v in mlpipe._chain._flat_params(estimator).items()}
 
 
 def _stage_fields(
@@ -323,6 +324,8 @@ def populate_chains(
                 schema.TYPE: spec["type"],
                 schema.UPSTREAM: ",".join(run_id for _, run_id in upstream),
                 schema.UPSTREAM_KEYS: ",".join(f"{s['stage']}:{s['key']}" for s, _ in upstream),
+                **{schema.upstream_tag(r): f"{s['stage']}:{s['key']}" for s, r in upstream},
+                schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
                 schema.KEY: spec["key"],
                 **spec["tags"],
             }
@@ -976,24 +979,25 @@ def cache_table(X: pd.DataFrame, y: pd.Series, cv: Any, repeat: int) -> tuple[pd
 def patched(breakdown: Breakdown) -> Iterator[None]:
     """Time the parts of ``LineagePipeline.fit`` by wrapping the names it calls."""
     pipeline = mlpipe._pipeline
-    lineage_pipeline = pipeline.LineagePipeline
+    chain = mlpipe._chain
+    logger = chain._ChainLogger
     mlflow_calls = "other MLflow calls (experiments, stage runs, reuse runs)"
     targets: list[tuple[Any, str, str | Callable[..., str], bool]] = [
         (pipeline, "prepare", "prepare raw input", False),
-        (pipeline, "find_frame_load", "find an earlier load of the frame", False),
-        (pipeline, "log_load", "log a new load run (fingerprint, snapshot)", False),
-        (pipeline, "training_inputs", "read the load's dataset inputs", False),
+        (chain, "find_frame_load", "find an earlier load of the frame", False),
+        (chain, "log_load", "log a new load run (fingerprint, snapshot)", False),
+        (chain, "training_inputs", "read the load's dataset inputs", False),
         (mlpipe.tracking._store, "git_commit", "git rev-parse HEAD", False),
-        (pipeline, "cache_key", "cache keys", False),
-        (pipeline, "lookup", "cache lookups", False),
-        (pipeline, "load_step", "load cached stage (artifact, unpickle)", False),
+        (chain, "cache_key", "cache keys", False),
+        (chain, "lookup", "cache lookups", False),
+        (chain, "load_step", "load cached stage (artifact, unpickle)", False),
         (ColumnTransformer, "transform", "reused processing: transform training rows", True),
-        (pipeline, "dumps", "serialize fitted stages", False),
-        (lineage_pipeline, "score", "training score (predict on all rows)", False),
+        (chain, "dumps", "serialize fitted stages", False),
+        (pipeline.LineagePipeline, "score", "training score (predict on all rows)", False),
         (Pipeline, "score", "training score (predict on all rows)", False),
-        (lineage_pipeline, "_cross_validate", "cross-validation", False),
-        (pipeline, "log_raw_model", "log raw-input model", False),
-        (lineage_pipeline, "_log_graph", "lineage picture", False),
+        (chain, "evaluate", "cross-validation", False),
+        (chain, "log_raw_model", "log raw-input model", False),
+        (logger, "_log_graph", "lineage picture", False),
     ]
     for method in (
         "get_experiment_by_name",
@@ -1009,7 +1013,7 @@ def patched(breakdown: Breakdown) -> Iterator[None]:
     ):
         targets.append((mlflow.MlflowClient, method, mlflow_calls, True))
     originals = [(owner, name, owner.__dict__[name]) for owner, name, _, _ in targets]
-    fit_step = lineage_pipeline.__dict__["_fit_step"]
+    fit_step = chain.fit_step
 
     def fit_label(est: Any, *args: Any, **kwargs: Any) -> str:
         return f"fit {type(est).__name__}"
@@ -1017,12 +1021,12 @@ def patched(breakdown: Breakdown) -> Iterator[None]:
     try:
         for owner, name, label, top_only in targets:
             setattr(owner, name, breakdown.wrap(label, getattr(owner, name), top_only=top_only))
-        lineage_pipeline._fit_step = staticmethod(breakdown.wrap(fit_label, fit_step.__func__))
+        chain.fit_step = breakdown.wrap(fit_label, fit_step)
         yield
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
-        lineage_pipeline._fit_step = fit_step
+        chain.fit_step = fit_step
 
 
 def breakdown_table(X: pd.DataFrame, y: pd.Series) -> pd.DataFrame:

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from mlpipe._pipeline import LineagePipeline
     from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
     from mlpipe.data import Dataset, fingerprint, load
+    from mlpipe._cache import load_stage
     from mlpipe.tracking._query import (
         Chain,
         LineageEntry,
         descendants,
         find_chain,
+        find_run,
         lineage,
         runs,
     )
@@ -34,6 +36,8 @@ _WHERE = {
     "LineageEntry": "mlpipe.tracking._query",
     "descendants": "mlpipe.tracking._query",
     "find_chain": "mlpipe.tracking._query",
+    "find_run": "mlpipe.tracking._query",
+    "load_stage": "mlpipe._cache",
     "lineage": "mlpipe.tracking._query",
     "runs": "mlpipe.tracking._query",
     "Dataset": "mlpipe.data",
@@ -54,10 +58,12 @@ __all__ = [
     "algorithm",
     "descendants",
     "find_chain",
+    "find_run",
     "fingerprint",
     "lineage",
     "lineage_graph",
     "load",
+    "load_stage",
     "logic",
     "runs",
 ]

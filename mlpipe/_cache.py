@@ -4,10 +4,12 @@ The cache key of a stage covers: its stage name and type; the class (or function
 of the step and of everything in its parameters, named by module and qualified
 name with the installed package's version, or, for code that no installed package
 provides (``__main__``, a notebook, a local module), a hash of its source; the
-parameters themselves, canonically; the fit parameters; the mlpipe version; and the
-upstream stage's cache key, which ends in the data's fingerprint and target. A
-pipeline with ``serializer="skops"`` adds that setting to the fit parameters, so it
-reuses only stages saved with skops (and a default pipeline never reuses those).
+parameters themselves, canonically; the fit parameters; the cache protocol number
+(:data:`CACHE_PROTOCOL`, not the mlpipe version: a release keeps every key unless it
+changes what a key means); and the upstream stage's cache key, which ends in the
+data's fingerprint and target. A pipeline with ``serializer="skops"`` adds that
+setting to the fit parameters, so it reuses only stages saved with skops (and a
+default pipeline never reuses those).
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ import xxhash
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from mlpipe import schema
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
-from mlpipe.exceptions import SerializationError
+from mlpipe.exceptions import NotFoundError, SerializationError
 from mlpipe.model._serialize import installed_distribution, is_installed, loads
-from mlpipe.tracking import _schema as schema
+from mlpipe.tracking import _store as store
 
 __all__ = [
+    "CACHE_PROTOCOL",
     "Uncacheable",
     "cache_key",
     "data_key",
     "fitting_run",
+    "load_stage",
     "load_step",
     "lookup",
     "stage_file",
@@ -47,6 +52,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger("mlpipe")
+
+
+# The meaning of a cache key. It changes only when what a key covers, or how it is
+# computed, changes (see the changelog); a new mlpipe release alone keeps every key.
+# 1 was the package version itself (every release refitted everything).
+CACHE_PROTOCOL = 2
 
 
 class Uncacheable(Exception):
@@ -69,7 +80,7 @@ def cache_key(
         If some parameter's value cannot be identified (its code has no source).
     """
     payload = {
-        "mlpipe": __version__,
+        "protocol": CACHE_PROTOCOL,
         "stage": stage,
         "type": type_,
         "estimator": _canonical(estimator),
@@ -271,3 +282,48 @@ def stored_output(run: Run) -> Any:
     except (MlflowException, OSError, pickle.UnpicklingError) as error:
         logger.warning("Cannot read the stored output of run %s: %s", run.info.run_id, error)
         return None
+
+
+def load_stage(run_id: str) -> Any:
+    """The fitted stage that a stage run logged, ready to ``transform`` or ``predict``.
+
+    For a run that reused an earlier fit (``mlpipe.reused_from``), the stage of the
+    run that fitted it. Loading a stage saved with cloudpickle or dill unpickles it,
+    which runs code from the store: load only from a store you trust.
+
+    Parameters
+    ----------
+    run_id : str
+        A processing or model stage run.
+
+    Returns
+    -------
+    estimator
+        The fitted transformer or estimator.
+
+    Raises
+    ------
+    NotFoundError
+        If the run is not a FINISHED stage run holding a fitted stage (a load run, a
+        failed run).
+
+    Examples
+    --------
+    >>> import mlpipe
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X, y = load_iris(return_X_y=True, as_frame=True)
+    >>> pipe = mlpipe.LineagePipeline([("processing", StandardScaler())], cv=None).fit(X, y)
+    >>> mlpipe.load_stage(pipe.run_ids_["processing"])
+    StandardScaler()
+    """
+    client = store.client()
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    stage = tags.get(schema.STAGE)
+    if stage is None or stage == schema.LOAD_STAGE or run.info.status != "FINISHED":
+        raise NotFoundError(
+            f"Run {run_id} holds no fitted stage: expected a FINISHED processing or model "
+            f"stage run, got a {run.info.status} run of stage {stage!r}."
+        )
+    return load_step(fitting_run(client, run))[0]

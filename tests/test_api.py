@@ -17,15 +17,21 @@ def test_public_api_is_documented_surface():
             "__version__",
             "descendants",
             "find_chain",
+            "find_run",
             "fingerprint",
             "lineage",
             "lineage_graph",
             "load",
+            "load_stage",
             "runs",
         ]
     )
-    for name in mlpipe.__all__:
-        assert getattr(mlpipe, name) is not None
+    assert isinstance(mlpipe.__version__, str) and mlpipe.__version__[:1].isdigit()
+    for name in set(mlpipe.__all__) - {"__version__"}:
+        # mlpipe's own documented class or function, or an instance of its own documented class.
+        obj = getattr(mlpipe, name)
+        owner = obj if callable(obj) else type(obj)
+        assert owner.__module__.startswith("mlpipe.") and owner.__doc__, name
 
 
 def test_exceptions_also_subclass_builtins():

@@ -19,9 +19,9 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
 import mlpipe
-import mlpipe._pipeline
+import mlpipe._evaluation
 from mlpipe.cli._demo import penguins_pipeline
-from mlpipe.tracking import _schema as schema
+from mlpipe import schema
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSIFIER_FILES = {
@@ -67,8 +67,9 @@ def _metrics(run_id: str) -> dict[str, float]:
     return mlflow.MlflowClient().get_run(run_id).data.metrics
 
 
-def _tag(run_id: str) -> str:
-    return mlflow.MlflowClient().get_run(run_id).data.tags[schema.EVALUATION]
+def _tags(run_id: str) -> dict[str, str]:
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    return {k: v for k, v in tags.items() if k.startswith(schema.EVALUATION)}
 
 
 def _per_fold(table: pd.DataFrame, score) -> pd.Series:
@@ -115,7 +116,8 @@ def test_multiclass_logs_confusion_matrix_one_vs_rest_curves_and_predictions(pen
     assert folds.std(ddof=0) == pytest.approx(metrics["cv_accuracy_std"], abs=1e-12)
     pooled = _accuracy(table[schema.TARGET_COLUMN], table[schema.PREDICTION_COLUMN])
     assert folds.min() <= pooled <= folds.max()
-    assert "out-of-fold plots and predictions in evaluation/" in _tag(run_id)
+    assert _tags(run_id)[schema.EVALUATION] == schema.EVALUATED_BY_CROSS_VALIDATION
+    assert schema.EVALUATION_NO_PLOTS not in _tags(run_id)
 
 
 @pytest.mark.parametrize(
@@ -277,12 +279,12 @@ def test_a_fold_whose_fit_failed_has_no_predictions():
     assert table is not None
     assert sorted(table[schema.FOLD_COLUMN].unique()) == [0, 1, 2, 3]
     assert table[schema.ROW_COLUMN].tolist() == list(range(len(X) - 113))
-    assert "none for the rows of fold(s) 4, whose fit failed" in _tag(run_id)
+    assert _tags(run_id)[schema.EVALUATION_FAILED_FOLDS] == "4"
 
 
 def test_a_large_table_is_capped_and_the_tag_says_so(penguins, monkeypatch):
     X, y = penguins
-    monkeypatch.setattr(mlpipe._pipeline, "_MAX_PREDICTION_ROWS", 50)
+    monkeypatch.setattr(mlpipe._evaluation, "_MAX_PREDICTION_ROWS", 50)
     pipe = penguins_pipeline().set_params(log_model=False).fit(X, y)
     run_id = pipe.run_ids_["model"]
     _, table = _evaluation(run_id)
@@ -290,7 +292,7 @@ def test_a_large_table_is_capped_and_the_tag_says_so(penguins, monkeypatch):
     rows = table[schema.ROW_COLUMN]
     assert rows.is_unique and rows.is_monotonic_increasing
     assert (table[schema.TARGET_COLUMN].to_numpy() == y.iloc[rows].to_numpy()).all()
-    assert f"a random 50 of {len(X)} predictions" in _tag(run_id)
+    assert _tags(run_id)[schema.EVALUATION_ROWS_KEPT] == "50"
 
 
 def test_cv_none_logs_no_evaluation(penguins):
@@ -307,4 +309,5 @@ def test_too_few_rows_log_no_evaluation():
     pipe = _scaled(LogisticRegression()).fit(X, y)
     run_id = pipe.run_ids_["model"]
     assert _evaluation(run_id) == (set(), None)
-    assert _tag(run_id).startswith("skipped: 6 rows are too few for 5 folds")
+    assert _tags(run_id)[schema.EVALUATION] == schema.EVALUATED_BY_NOTHING
+    assert _tags(run_id)[schema.EVALUATION_SKIPPED] == "6 rows are too few for 5 folds"

@@ -29,14 +29,15 @@ def run_demo(out: TextIO) -> None:
     from palmerpenguins import load_penguins
 
     import mlpipe
-    from mlpipe.tracking import _store as store
+    from mlpipe import schema
+    from mlpipe.tracking import redact
 
     raw = load_penguins()
     dataset = mlpipe.load(raw, name="penguins", target="species")
     pipe = penguins_pipeline()
     pipe.fit(dataset)
 
-    client = store.client()
+    client = mlflow.MlflowClient()
     rows = []
     for stage, run_id in pipe.run_ids_.items():
         run = client.get_run(run_id)
@@ -45,11 +46,11 @@ def run_demo(out: TextIO) -> None:
                 "stage": stage,
                 "key": run.info.run_name,
                 "run_id": run_id,
-                "upstream": run.data.tags.get("mlpipe.upstream", "") or "-",
+                "upstream": run.data.tags.get(schema.UPSTREAM, "") or "-",
             }
         )
     metrics = client.get_run(pipe.run_ids_["model"]).data.metrics
-    uri = store.redact(mlflow.get_tracking_uri())  # shown, so never with a password
+    uri = redact(mlflow.get_tracking_uri())  # shown, so never with a password
     print(f"Tracking store: {uri}", file=out)
     print(f"Data: {len(raw)} penguins, fingerprint {dataset.fingerprint}\n", file=out)
     print(pd.DataFrame(rows).to_string(index=False), file=out)

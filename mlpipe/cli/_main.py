@@ -233,9 +233,9 @@ def _find_dataset(table: str, when: str, project: str | None) -> Any:
 
 
 def _report(pipe: Any) -> None:
-    from mlpipe.tracking import _store as store
+    import mlflow
 
-    client = store.client()
+    client = mlflow.MlflowClient()
     rows = []
     for stage, run_id in pipe.run_ids_.items():
         for one in run_id.split(","):
@@ -295,17 +295,12 @@ def _run_process(args: argparse.Namespace) -> int:
 
 def _processing_run(logic: str, when: str, project: str | None) -> Any:
     import mlpipe
-    from mlpipe.tracking import _store as store
-    from mlpipe.tracking._query import explain_missing
 
     key, date = _date_or_key(when)
-    found = mlpipe.runs(stage="processing", type=logic, date=date, project=project)
-    if key:
-        found = found[found["key"] == key]
-    found = found[found["status"] == "FINISHED"]
-    if found.empty:
-        raise UserError(explain_missing("processing", logic, date or key, project=project))
-    return store.client().get_run(found["run_id"].iloc[0])
+    found = mlpipe.find_run("processing", key or logic, date, project=project)
+    if found.type != logic:
+        raise UserError(f"Key {key!r} is not a processing run of logic {logic!r}.")
+    return found
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -344,27 +339,23 @@ def _grid_size(grid: dict[str, list[Any]]) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     import mlpipe
-    from mlpipe._cache import fitting_run, load_step
-    from mlpipe.tracking import _schema as schema
-    from mlpipe.tracking import _store as store
 
     model = _model(args)  # a bad name or parameter fails before any lookup
     processing_run = _processing_run(args.logic, args.processed_time, args.project)
-    upstream = processing_run.data.tags[schema.UPSTREAM].split(",")
-    if len(upstream) != 1:
+    if len(processing_run.upstream) != 1:
         raise UserError("That processing run sits on several load runs; train it from Python.")
-    dataset = mlpipe.Dataset.from_run(upstream[0])
+    dataset = mlpipe.Dataset.from_run(processing_run.upstream[0])
     # The fitted processing stage itself: its cache key is the run's, so the new chain
     # continues from that very run instead of refitting it.
-    processing, _, _ = load_step(fitting_run(store.client(), processing_run))
+    processing = mlpipe.load_stage(processing_run.run_id)
     pipe = mlpipe.LineagePipeline(
         [("processing", processing), ("model", model)],
         project=args.project,
         types={"processing": args.logic, "model": args.algorithm},
     ).fit(dataset)
-    if pipe.run_ids_["processing"] != processing_run.info.run_id:
+    if pipe.run_ids_["processing"] != processing_run.run_id:
         print(
-            f"note: processing was refitted (run {processing_run.info.run_id} could not be reused)",
+            f"note: processing was refitted (run {processing_run.run_id} could not be reused)",
             file=sys.stderr,
         )
     _report(pipe)
@@ -373,7 +364,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_main(args: argparse.Namespace) -> int:
     import mlpipe
-    from mlpipe.data._dataset import find_load_run
 
     args.search = None
     # Names are checked first; estimators are built only if something must be fitted.
@@ -384,7 +374,7 @@ def _run_main(args: argparse.Namespace) -> int:
     key, date = _date_or_key(args.retrieval_time)
     if key and key.rsplit("@", 1)[0] != args.table:
         raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
-    load_run = find_load_run(key or args.table, date, project=args.project)
+    load_run = mlpipe.find_run("load", key or args.table, date, project=args.project).run_id
     if not args.params and not args.tune_threshold and date is not None:
         # A pure lookup: no data is read when the whole chain exists.
         chain = mlpipe.find_chain(
@@ -457,12 +447,11 @@ def _run_lineage(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import mlflow
 
-    from mlpipe.tracking import _schema as schema
-    from mlpipe.tracking import _store as store
+    from mlpipe import schema
 
     uri = args.model
     if "://" not in uri and not uri.startswith("models:/"):
-        uri = store.client().get_run(uri).data.tags.get(schema.MODEL_URI)
+        uri = mlflow.MlflowClient().get_run(uri).data.tags.get(schema.MODEL_URI)
         if not uri:
             raise UserError(f"Run {args.model} has no raw-input model (it is not a final stage).")
     env = dict(os.environ)
@@ -491,7 +480,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_gc(args: argparse.Namespace) -> int:
-    from mlpipe.tracking._gc import collect_garbage
+    from mlpipe.tracking import collect_garbage
 
     report = collect_garbage(dry_run=args.dry_run, backend_store_uri=args.backend_store_uri)
     print(report)

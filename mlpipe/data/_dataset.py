@@ -17,9 +17,11 @@ import pandas as pd
 import pyarrow as pa
 from mlflow.data.dataset_source_registry import register_dataset_source, resolve_dataset_source
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag, ViewType
+from mlflow.entities import DatasetInput, InputTag
 from mlflow.models import infer_signature
 
+from mlpipe import schema
+from mlpipe._compat import quiet
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
 from mlpipe.data._sources import (
@@ -31,15 +33,14 @@ from mlpipe.data._sources import (
     redact,
 )
 from mlpipe.exceptions import NotFoundError, SourceError
-from mlpipe.tracking import _schema as schema
 from mlpipe.tracking import _store as store
+from mlpipe.tracking._query import find_run
 
 __all__ = ["Dataset", "load"]
 
 logger = logging.getLogger("mlpipe")
 
 _SCHEMA_ROWS = 100
-_LOAD_EXPERIMENT_HINT = "Load one with mlpipe.load(...)"
 
 # MLflow annotates the argument as an instance, but registers classes.
 register_dataset_source(SQLDatasetSource)  # type: ignore[arg-type]
@@ -195,7 +196,7 @@ class Dataset:
         key = tags[schema.KEY]
         return cls(
             frame=frame,
-            target=run.data.params.get(schema.TARGET) or None,
+            target=_logged_target(run, frame),
             name=tags[schema.TYPE],
             source=tags[schema.SOURCE],
             run_id=run_id,
@@ -230,56 +231,7 @@ class Dataset:
         NotFoundError
             If there is none; the message lists the dates that exist.
         """
-        return cls.from_run(find_load_run(name, date, project=project))
-
-
-def find_load_run(
-    name: str, date: str | dt.date | None = None, *, project: str | None = None
-) -> str:
-    """The run id of the newest FINISHED load of ``name`` on ``date``, or of an exact key."""
-    client = store.client()
-    experiment = client.get_experiment_by_name(store.experiment_name(schema.LOAD_STAGE, project))
-    if experiment is None:
-        raise NotFoundError(
-            f"Nothing was loaded yet (no experiment {schema.LOAD_STAGE!r}). "
-            f"{_LOAD_EXPERIMENT_HINT}."
-        )
-    if "@" in name:
-        wanted = f"tags.`{schema.KEY}` = '{name}'"
-        type_ = name.rsplit("@", 1)[0]
-    else:
-        type_ = store.safe_type(name)
-        prefix = f"{type_}@{store.day(date)}" if date is not None else f"{type_}@"
-        wanted = f"tags.`{schema.KEY}` LIKE '{prefix}%'"
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"{wanted} and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if runs:
-        return str(runs[0].info.run_id)
-    existing = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{schema.TYPE}` = '{type_}' and attributes.status = 'FINISHED'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=5000,
-    )
-    dates = sorted(
-        {store.key_datetime(r.data.tags[schema.KEY]).date().isoformat() for r in existing}
-    )
-    when = f" on {date}" if date is not None and "@" not in name else ""
-    if dates:
-        raise NotFoundError(
-            f"No load of {name!r}{when} in experiment {experiment.name!r}. "
-            f"Loads of {type_!r} exist on: {', '.join(dates)}."
-        )
-    names = client.search_runs([experiment.experiment_id], max_results=500)
-    known = sorted({r.data.tags.get(schema.TYPE, "") for r in names} - {""})
-    raise NotFoundError(
-        f"No load of {type_!r} in experiment {experiment.name!r}. "
-        f"Loaded data: {', '.join(known) or 'none'}."
-    )
+        return cls.from_run(find_run(schema.LOAD_STAGE, name, date, project=project).run_id)
 
 
 def load(
@@ -357,19 +309,20 @@ def load(
                 f"Target column {target!r} is not in {label!r}; its columns are "
                 f"{list(frame.columns)}.{hint}"
             )
-    datasets = [
-        log_load(
-            frame,
-            name=label,
-            source=where,
-            dataset_source=origin,
-            params=params,
-            target=target,
-            project=project,
-            snapshot=snapshot,
-        )
-        for frame, label, where, origin, params in reads
-    ]
+    with quiet():
+        datasets = [
+            log_load(
+                frame,
+                name=label,
+                source=where,
+                dataset_source=origin,
+                params=params,
+                target=target,
+                project=project,
+                snapshot=snapshot,
+            )
+            for frame, label, where, origin, params in reads
+        ]
     return datasets if isinstance(table, list | tuple) else datasets[0]
 
 
@@ -433,7 +386,7 @@ def log_load(
                 schema.SOURCE_PARAM: source,
                 schema.ROWS: frame.shape[0],
                 schema.COLUMNS: frame.shape[1],
-                schema.TARGET: target,
+                **({schema.TARGET: target} if target is not None else {}),
                 **(params or {}),
             }
         )
@@ -561,6 +514,18 @@ def training_inputs(client: mlflow.MlflowClient, dataset: Dataset) -> list[Datas
     return entities
 
 
+def _logged_target(run: Any, frame: pd.DataFrame) -> str | None:
+    """The target column a load run recorded, or None when it has none.
+
+    Runs logged before schema version 2 wrote the text ``"None"`` for "no target";
+    it is read as None unless the data really has a column of that name.
+    """
+    target = run.data.params.get(schema.TARGET)
+    if target is None or (target == "None" and "None" not in frame.columns):
+        return None
+    return str(target)
+
+
 def find_frame_load(
     client: mlflow.MlflowClient, frame: pd.DataFrame, *, target: str | None, project: str | None
 ) -> Dataset | None:
@@ -583,7 +548,7 @@ def find_frame_load(
         max_results=10,
     )
     for run in found:
-        if run.data.params.get(schema.TARGET) == store.format_param(target):
+        if _logged_target(run, frame) == target:
             key = run.data.tags[schema.KEY]
             return Dataset(
                 frame=frame,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.entities import Run, ViewType
 
-from mlpipe.tracking import _schema as schema
+from mlpipe import schema
+from mlpipe.exceptions import NotFoundError
 from mlpipe.tracking import _store as store
 
-__all__ = ["Chain", "LineageEntry", "descendants", "find_chain", "lineage", "runs"]
+__all__ = ["Chain", "LineageEntry", "descendants", "find_chain", "find_run", "lineage", "runs"]
 
 _MAX_RESULTS = 1000
 # find_chain asks for a model on each of this many newest processing candidates
@@ -101,6 +103,16 @@ def _quote(value: str) -> str:
     return value.replace("'", "\\'")
 
 
+_RUN_ID = re.compile(r"^[0-9A-Za-z_-]+$")
+
+
+def _fitted_on(run_id: str) -> str:
+    """The exact filter clause for the runs fitted on ``run_id``."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"Expected a run id (letters, digits, '_' and '-'), got {run_id!r}.")
+    return f"tags.`{schema.upstream_tag(run_id)}` != ''"
+
+
 def _filter(
     *,
     type: str | None = None,
@@ -118,7 +130,7 @@ def _filter(
         head = f"{store.safe_type(type)}@" if type is not None else "%@"
         clauses.append(f"tags.`{schema.KEY}` LIKE '{head}{store.day(date)}%'")
     if upstream is not None:
-        clauses.append(f"tags.`{schema.UPSTREAM}` LIKE '%{_quote(upstream)}%'")
+        clauses.append(_fitted_on(upstream))
     if finished:
         clauses.append("attributes.status = 'FINISHED'")
     return " and ".join(clauses)
@@ -351,7 +363,7 @@ def find_chain(
         found = _search(
             client,
             model_ids,
-            f"{model_filter} and tags.`{schema.UPSTREAM}` = '{run.info.run_id}'",
+            f"{model_filter} and {_fitted_on(run.info.run_id)}",
             max_results=1,
         )
         if found:
@@ -382,27 +394,75 @@ def find_chain(
     return None
 
 
-def explain_missing(
-    stage: str, type: str, date: str | dt.date | None = None, *, project: str | None = None
-) -> str:
-    """Say which dates (or types) exist when no run of ``type`` in ``stage`` was found."""
+def find_run(
+    stage: str,
+    name: str,
+    date: str | dt.date | None = None,
+    *,
+    project: str | None = None,
+) -> LineageEntry:
+    """The newest FINISHED run of ``stage`` of type ``name`` on ``date``, or of an exact key.
+
+    Parameters
+    ----------
+    stage : str
+        ``"load"``, ``"processing"``, ``"model"``, ...
+    name : str
+        A type (table, logic or algorithm name), or an exact stage key such as
+        ``"plain@20190209153000"``.
+    date : str or datetime.date, optional
+        UTC date of the stage key, ``"2019-02-09"``; default: any date. Ignored for
+        an exact key.
+    project : str, optional
+        Experiment prefix.
+
+    Returns
+    -------
+    LineageEntry
+
+    Raises
+    ------
+    NotFoundError
+        If there is none. The message lists the dates on which runs of that type
+        exist, or else the types that exist.
+
+    Examples
+    --------
+    >>> import mlpipe, pandas as pd
+    >>> ds = mlpipe.load(pd.DataFrame({"x": [1, 2]}), name="toy")
+    >>> mlpipe.find_run("load", "toy").run_id == ds.run_id
+    True
+    """
     client = store.client()
     experiment_ids = _experiments(client, stage, project)
-    name = store.experiment_name(stage, project)
+    experiment = store.experiment_name(stage, project)
+    load = stage == schema.LOAD_STAGE
     if not experiment_ids:
-        return f"There is no experiment {name!r} yet."
-    same_type = _search(client, experiment_ids, _filter(type=type, finished=True), 5000)
+        hint = " Load one with mlpipe.load(...)." if load else ""
+        raise NotFoundError(
+            f"Nothing was logged to stage {stage!r} yet (no experiment {experiment!r}).{hint}"
+        )
+    exact = "@" in name
+    type_ = store.safe_type(name.rsplit("@", 1)[0] if exact else name)
+    if exact:
+        wanted = f"tags.`{schema.KEY}` = '{_quote(name)}' and attributes.status = 'FINISHED'"
+    else:
+        wanted = _filter(type=name, date=date, finished=True)
+    found = _search(client, experiment_ids, wanted, max_results=1)
+    if found:
+        return LineageEntry.from_run(found[0])
+    what = "load" if load else f"{stage} run"
+    same_type = _search(client, experiment_ids, _filter(type=type_, finished=True), 5000)
     if same_type:
         dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[1][:8] for r in same_type})
         shown = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates)
-        when = f" on {date}" if date is not None else ""
-        return (
-            f"No {stage} run of {type!r}{when} in experiment {name!r}. "
-            f"Runs of that {'type' if stage != 'load' else 'table'} exist on: {shown}."
+        when = f" on {date}" if date is not None and not exact else ""
+        runs_of = f"Loads of {type_!r}" if load else "Runs of that type"
+        raise NotFoundError(
+            f"No {what} of {name!r}{when} in experiment {experiment!r}. "
+            f"{runs_of} exist on: {shown}."
         )
     others = _search(client, experiment_ids, _filter(finished=True), 5000)
-    types = sorted({LineageEntry.from_run(r).type for r in others})
-    return (
-        f"No {stage} run of {type!r} in experiment {name!r}. "
-        f"Types there: {', '.join(types) or 'none'}."
-    )
+    types = ", ".join(sorted({LineageEntry.from_run(r).type for r in others})) or "none"
+    there = f"Loaded data: {types}" if load else f"Types there: {types}"
+    raise NotFoundError(f"No {what} of {type_!r} in experiment {experiment!r}. {there}.")

@@ -32,12 +32,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 
 import mlpipe
-import mlpipe._pipeline
-from mlpipe.exceptions import SerializationError, StageError
+import mlpipe._chain
+from mlpipe import schema
+from mlpipe.exceptions import SerializationError
 from mlpipe.model import _raw, _skops_model, _trusted
-from mlpipe.tracking import _schema as schema
 from tests.model._helpers import penguins, rows_with_nulls, run_python, subprocess_env
 
 NUMBERS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
@@ -283,7 +284,7 @@ def test_serializer_is_a_parameter_like_the_others() -> None:
     assert chain("cloudpickle").set_params(serializer="skops").serializer == "skops"
     assert mlpipe.LineagePipeline([("model", LogisticRegression())]).serializer == "cloudpickle"
     X, y = penguins()
-    with pytest.raises(StageError, match=r"serializer must be one of \['cloudpickle', 'skops'\]"):
+    with pytest.raises(InvalidParameterError, match="The 'serializer' parameter of Lineage"):
         chain("pickle").fit(X, y)
     assert _all_runs() == []
 
@@ -293,7 +294,7 @@ def test_serializer_is_a_parameter_like_the_others() -> None:
 
 def test_stages_are_saved_and_reused_with_skops(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every stage counts as slow: the default would store its output (a pickle).
-    monkeypatch.setattr(mlpipe._pipeline, "_OUTPUT_CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(mlpipe._chain, "OUTPUT_CACHE_SECONDS", 0.0)
     X, y = penguins()
     frame = X.assign(species=y)
     first = chain("skops").fit(mlpipe.load(frame, name="penguins", target="species"))

@@ -1,8 +1,27 @@
 """Every MLflow tag, parameter, metric and artifact name that mlpipe writes.
 
-Nothing else in mlpipe spells these names: a query written against one of them
-stays correct as long as it imports it from here.
+This module is the contract between mlpipe and anything that reads its runs:
+``mlflow.search_runs(filter_string=f"tags.`{schema.STAGE}` = 'model'")`` stays
+correct as long as it spells names through this module. Nothing else in mlpipe
+spells them.
+
+Every run mlpipe logs carries :data:`SCHEMA_VERSION` in the tag
+:data:`SCHEMA_VERSION_TAG`; the version changes only when the meaning of a stored
+name changes (see the changelog). Absent values are not logged: a load run without
+a target has no ``target`` parameter.
+
+Examples
+--------
+>>> from mlpipe import schema
+>>> schema.upstream_tag("0a1b2c")
+'mlpipe.upstream.0a1b2c'
 """
+
+# The version of this tag contract, on every run as SCHEMA_VERSION_TAG. Version 2:
+# one exact tag per upstream run (upstream_tag), structured evaluation tags, absent
+# values not logged.
+SCHEMA_VERSION = "2"
+SCHEMA_VERSION_TAG = "mlpipe.schema_version"
 
 # Tags on every stage run.
 STAGE = "mlpipe.stage"  # the stage (step) name: "load", "processing", "model", ...
@@ -10,6 +29,7 @@ TYPE = "mlpipe.type"  # what the stage did: table, logic or algorithm name
 KEY = "mlpipe.key"  # "type@yyyymmddHHMMSS", unique within the stage; also the run name
 UPSTREAM = "mlpipe.upstream"  # comma-separated run ids of the stage runs it was fitted on
 UPSTREAM_KEYS = "mlpipe.upstream_keys"  # comma-separated "stage:key" of the same runs
+UPSTREAM_PREFIX = "mlpipe.upstream."  # one tag per upstream run: see upstream_tag
 CLASS = "mlpipe.class"  # module.qualname of the fitted object
 SERIALIZER = "mlpipe.serializer"  # "cloudpickle", "dill" or "skops": how stage/ was saved
 VERSION = "mlpipe.version"  # the mlpipe version that logged the run
@@ -17,9 +37,20 @@ MODEL_URI = "mlpipe.model_uri"  # on the final stage: the raw-input pyfunc model
 CACHE_KEY = "mlpipe.cache_key"  # the stage cache key (see mlpipe/_cache.py)
 OUTPUT = "mlpipe.output"  # artifact path of a slow stage's stored output on its training data
 REUSED_FROM = "mlpipe.reused_from"  # the run whose fitted stage this run reuses
-EVALUATION = "mlpipe.evaluation"  # on the final stage: how its metrics were measured
+EVALUATION = "mlpipe.evaluation"  # on the final stage: one of the EVALUATED_BY values
+EVALUATION_FOLDS = "mlpipe.evaluation.folds"  # number of cross-validation folds
+EVALUATION_SPLITTER = "mlpipe.evaluation.splitter"  # class of the cross-validation splitter
+EVALUATION_FAILED_FOLDS = "mlpipe.evaluation.failed_folds"  # comma-separated, when any failed
+EVALUATION_SKIPPED = "mlpipe.evaluation.skipped"  # why there is no evaluation
+EVALUATION_NO_PLOTS = "mlpipe.evaluation.no_plots"  # why there are no plots, when there are none
+EVALUATION_ROWS_KEPT = "mlpipe.evaluation.predictions_kept"  # rows in PREDICTIONS, if sampled
 OWNER = "mlpipe.owner"  # "host:pid" of the process that logged it (to end it if it dies)
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
+
+# Values of EVALUATION.
+EVALUATED_BY_CROSS_VALIDATION = "cross_validation"  # the whole chain refitted on each fold
+EVALUATED_BY_SEARCH = "search"  # a search as final step: its own best_score_
+EVALUATED_BY_NOTHING = "skipped"  # see EVALUATION_SKIPPED
 
 # Tags on load runs.
 FINGERPRINT = "mlpipe.fingerprint"  # the full fingerprint (the dataset digest is capped)
@@ -73,3 +104,12 @@ DECISION_PREFIX = "decision_"  # decision_<class>: decision_function, when no pr
 # The MLflow dataset input context of the training data.
 TRAINING_CONTEXT = "training"
 LOAD_STAGE = "load"
+
+
+def upstream_tag(run_id: str) -> str:
+    """The tag that a stage run fitted on run ``run_id`` carries (value ``stage:key``).
+
+    One tag per upstream run makes "every run fitted on X" one exact, indexed
+    ``search_runs`` filter: ``tags.`mlpipe.upstream.<X>` != ''``.
+    """
+    return f"{UPSTREAM_PREFIX}{run_id}"

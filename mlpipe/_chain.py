@@ -1,0 +1,491 @@
+"""The chain logger: fit or reuse each stage of a pipeline, logging each as a stage run.
+
+:func:`log_chain` owns everything a logged fit produces (the stage runs, their
+upstream links, reuse from the cache, the raw-input model) and *returns* it as a
+:class:`LoggedChain`; ``LineagePipeline`` assigns its fitted attributes from that in
+one place. :func:`fit_unlogged` fits the same steps without touching MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from sklearn.base import is_classifier, is_regressor
+from sklearn.pipeline import Pipeline
+
+from mlpipe import schema
+from mlpipe._cache import (
+    Uncacheable,
+    cache_key,
+    data_key,
+    fitting_run,
+    load_step,
+    lookup,
+    stage_file,
+    stored_output,
+)
+from mlpipe._compat import quiet
+from mlpipe._evaluation import Evaluation, evaluate, search_results
+from mlpipe._graph import render
+from mlpipe._version import __version__
+from mlpipe.data._dataset import (
+    Dataset,
+    as_frame,
+    find_frame_load,
+    log_load,
+    log_training_input,
+    training_inputs,
+)
+from mlpipe.exceptions import SerializationError
+from mlpipe.model._package import log_raw_model
+from mlpipe.model._serialize import dumps, referenced_modules
+from mlpipe.tracking import _store as store
+from mlpipe.tracking._query import lineage
+
+__all__ = ["LoggedChain", "Settings", "fit_unlogged", "log_chain", "stage_type"]
+
+logger = logging.getLogger("mlpipe")
+
+SKIPPED = (None, "passthrough")
+# A non-final stage whose fit took this long also stores its output, so that reusing
+# it later does not transform the training data again.
+OUTPUT_CACHE_SECONDS = 0.5
+OUTPUT_CACHE_MAX_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """mlpipe's own parameters of a ``LineagePipeline``, as one value."""
+
+    project: str | None
+    log_model: bool
+    cv: Any
+    scoring: Any
+    cache: bool
+    types: dict[str, str] | None
+    serializer: str
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class LoggedChain:
+    """What a logged fit produced."""
+
+    steps: list[tuple[str, Any]]  # the fitted steps (reused ones loaded from their runs)
+    run_ids: dict[str, str]
+    reused: list[str]
+    model_uri: str | None
+    output: Any  # fit_transform's or fit_predict's result; None for fit
+
+
+def stage_type(estimator: Any) -> str:
+    """The type of a stage run: the estimator's class, or its steps' for a Pipeline."""
+    if isinstance(estimator, Pipeline):
+        return "+".join(stage_type(e) for _, e in estimator.steps if e not in SKIPPED)
+    return type(estimator).__name__
+
+
+def fit_step(est: Any, X: Any, y: Any, params: dict[str, Any], final: str | None) -> Any:
+    """Fit one step; return its output on ``X`` (None for a final ``fit``)."""
+    if final == "fit":
+        est.fit(X, y, **params)
+        return None
+    if final == "fit_predict":
+        return est.fit_predict(X, y, **params)
+    if hasattr(est, "fit_transform"):
+        return est.fit_transform(X, y, **params)
+    return est.fit(X, y, **params).transform(X)
+
+
+def _active(steps: list[tuple[str, Any]]) -> list[tuple[int, str, Any]]:
+    return [(i, n, e) for i, (n, e) in enumerate(steps) if e not in SKIPPED]
+
+
+def fit_unlogged(
+    steps: list[tuple[str, Any]], X: Any, y: Any, routed: dict[str, dict[str, Any]], final: str
+) -> Any:
+    """Fit ``steps`` in place as a plain Pipeline would; return the last output."""
+    Xt = X
+    last = len(steps) - 1
+    for i, name, est in _active(steps):
+        Xt = fit_step(est, Xt, y, routed[name], final if i == last else None)
+    return Xt
+
+
+def log_chain(
+    steps: list[tuple[str, Any]],
+    X: Any,
+    y: Any,
+    *,
+    raw_X: Any,
+    dataset: Dataset | None,
+    params: dict[str, Any],
+    routed: dict[str, dict[str, Any]],
+    final: str,
+    settings: Settings,
+    input_dtypes: dict[str, str] | None,
+) -> LoggedChain:
+    """Fit or reuse each stage of ``steps``, logging each as a stage run.
+
+    ``X`` is the training data with missing values normalised, ``raw_X`` as the
+    caller gave it (for the load run). A tracking failure is raised as a
+    :class:`~mlpipe.exceptions.TrackingError` naming the stage.
+    """
+    with store.reporting() as where, quiet():
+        return _ChainLogger(steps, settings, where).run(
+            X, y, raw_X, dataset, params, routed, final, input_dtypes
+        )
+
+
+class _ChainLogger:
+    """One logged fit. Lives for the duration of :func:`log_chain` only."""
+
+    def __init__(self, steps: list[tuple[str, Any]], settings: Settings, where: store.Where):
+        self.steps = list(steps)
+        self.settings = settings
+        self.where = where
+        self.client = store.client()
+        self.last = len(steps) - 1
+
+    def run(
+        self,
+        X: Any,
+        y: Any,
+        raw_X: Any,
+        dataset: Dataset | None,
+        params: dict[str, Any],
+        routed: dict[str, dict[str, Any]],
+        final: str,
+        input_dtypes: dict[str, str] | None,
+    ) -> LoggedChain:
+        settings, client = self.settings, self.client
+        self.where.stage = schema.LOAD_STAGE
+        start = time.perf_counter()
+        if dataset is None:
+            frame, target = as_frame(raw_X, y)
+            if settings.cache:
+                dataset = find_frame_load(client, frame, target=target, project=settings.project)
+            if dataset is None:
+                dataset = log_load(
+                    frame, name="frame", source="frame:fit", target=target, project=settings.project
+                )
+                _say(settings, "load", dataset.key, "logged", start)
+            else:
+                _say(settings, "load", dataset.key, f"reused from run {dataset.run_id}", start)
+        experiments = {
+            name: store.get_or_create_experiment(
+                client, store.experiment_name(name, settings.project)
+            )
+            for _, name, _ in _active(self.steps)
+        }
+        store.end_abandoned_runs(client, list(experiments.values()))
+        inputs = training_inputs(client, dataset)
+        run_ids = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
+        reused: list[str] = []
+        model_uri: str | None = None
+        upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
+        upstream_key = data_key(dataset.fingerprint, dataset.target)
+        common_tags = {schema.VERSION: __version__}
+        commit = store.git_commit()
+        if commit:
+            common_tags[schema.GIT_COMMIT] = commit
+        stages: list[tuple[str, str, bytes]] = []
+        modules: set[str] = set()
+        # Reused stages are applied to the data only when a later stage must be fitted:
+        # an identical refit transforms nothing.
+        data_in = _LazyData(X)
+        for i, name, est in _active(self.steps):
+            self.where.stage = name
+            start = time.perf_counter()
+            is_last = i == self.last
+            method = final if is_last else None
+            type_ = (settings.types or {}).get(name) or stage_type(est)
+            key = _stage_cache_key(settings, name, type_, est, routed[name], upstream_key, method)
+            tags = {
+                **common_tags,
+                schema.CLASS: f"{type(est).__module__}.{type(est).__qualname__}",
+                **({schema.CACHE_KEY: key} if key else {}),
+            }
+            hit = None
+            if key is not None:
+                hit = lookup(
+                    client, experiments[name], key, need_model=is_last and settings.log_model
+                )
+            loaded = self._load_cached(hit) if hit is not None else None
+            if hit is not None and loaded is not None:
+                est, data, serializer, owner = loaded
+                self.steps[i] = (name, est)
+                stages.append((name, serializer, data))
+                modules |= referenced_modules(data, serializer)
+                reused.append(name)
+                if method is None or method == "fit_transform":
+                    data_in.defer(est, owner)
+                run_id, run_key, hit_model = self._reuse(
+                    hit, name, type_, upstream, inputs, tags, experiments[name], run_ids, reused
+                )
+                model_uri = hit_model or model_uri
+                _say(settings, name, run_key, f"reused from run {hit.info.run_id}", start)
+            else:
+                with store.stage_run(
+                    client,
+                    stage=name,
+                    type_=type_,
+                    project=settings.project,
+                    upstream=upstream,
+                    tags=tags,
+                    experiment_id=experiments[name],
+                ) as run:
+                    log_training_input(client, run.run_id, inputs)
+                    Xt = data_in.value()
+                    fit_start = time.perf_counter()
+                    out = fit_step(est, Xt, y, routed[name], method)
+                    seconds = time.perf_counter() - fit_start
+                    data, serializer, found = dumps(est, settings.serializer)
+                    stages.append((name, serializer, data))
+                    modules |= found
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = Path(tmp, stage_file(serializer))
+                        path.write_bytes(data)
+                        client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+                        # The stored output is a pickle: never with skops.
+                        if (
+                            method is None
+                            and seconds >= OUTPUT_CACHE_SECONDS
+                            and serializer != "skops"
+                        ):
+                            _log_output(run, out, Path(tmp))
+                    run.log(
+                        params=_flat_params(est),
+                        metrics={schema.FIT_TIME: seconds},
+                        tags={schema.SERIALIZER: serializer},
+                    )
+                    if is_last:
+                        model_uri = self._log_final(
+                            run, est, X, Xt, y, params, stages, modules, input_dtypes
+                        )
+                        self._log_graph(run.run_id, {**run_ids, name: run.run_id}, reused)
+                    data_in = _LazyData(out)
+                run_id, run_key = run.run_id, run.key
+                _say(settings, name, run_key, "fitted", start)
+            run_ids[name] = run_id
+            upstream = [(name, run_key, run_id)]
+            upstream_key = key or f"uncached:{run_id}"
+        output = data_in.value() if final != "fit" else None
+        return LoggedChain(self.steps, run_ids, reused, model_uri, output)
+
+    def _reuse(
+        self,
+        hit: Run,
+        name: str,
+        type_: str,
+        upstream: list[tuple[str, str, str]],
+        inputs: list[Any],
+        tags: dict[str, str],
+        experiment_id: str,
+        run_ids: dict[str, str],
+        reused: list[str],
+    ) -> tuple[str, str, str | None]:
+        """Point at a cached stage run; return (run id, key, model URI) to continue from.
+
+        The cached run itself serves when it sits on the same upstream runs. Otherwise
+        (the same data or stage fitted under another run) a new run records this chain
+        without refitting: it copies the cached run's parameters, metrics and
+        evaluation, names it in ``mlpipe.reused_from``, and loads its fitted stage
+        from there.
+        """
+        hit_tags = hit.data.tags
+        model_uri = hit_tags.get(schema.MODEL_URI)
+        if hit_tags.get(schema.UPSTREAM, "") == ",".join(r for _, _, r in upstream):
+            return hit.info.run_id, hit_tags[schema.KEY], model_uri
+        source = hit_tags.get(schema.REUSED_FROM) or hit.info.run_id
+        copied = {
+            schema.REUSED_FROM: source,
+            schema.SERIALIZER: hit_tags.get(schema.SERIALIZER, "cloudpickle"),
+            **({schema.MODEL_URI: model_uri} if model_uri else {}),
+            **{k: v for k, v in hit_tags.items() if k.startswith(schema.EVALUATION)},
+        }
+        with store.stage_run(
+            self.client,
+            stage=name,
+            type_=type_,
+            project=self.settings.project,
+            upstream=upstream,
+            tags={**tags, **copied},
+            experiment_id=experiment_id,
+        ) as run:
+            log_training_input(self.client, run.run_id, inputs)
+            metrics = {k: v for k, v in hit.data.metrics.items() if k != schema.KEY_TIME}
+            run.log(params=hit.data.params, metrics=metrics)
+            if model_uri:
+                self._log_graph(run.run_id, {**run_ids, name: run.run_id}, reused)
+        return run.run_id, run.key, model_uri
+
+    def _load_cached(self, hit: Run) -> tuple[Any, bytes, str, Run] | None:
+        """The cached fitted stage (with its bytes, serializer and the run that fitted it),
+        or None (the stage is refitted) if it cannot be read, or, with skops, was not
+        saved with skops or holds an untrusted type."""
+        skops = self.settings.serializer == "skops"
+        try:
+            owner = fitting_run(self.client, hit)
+            est, data, serializer = load_step(owner, skops_only=skops)
+            if serializer == "skops" and not skops:
+                # The default model unpickles every step: give it a pickle.
+                data, serializer, _ = dumps(est)
+            return est, data, serializer, owner
+        except (
+            MlflowException,
+            OSError,
+            pickle.UnpicklingError,
+            AttributeError,
+            ImportError,
+            SerializationError,
+        ) as error:
+            logger.warning("Cannot reuse run %s, refitting: %s", hit.info.run_id, error)
+            return None
+
+    def _log_final(
+        self,
+        run: store.StageRun,
+        est: Any,
+        X: Any,
+        Xt: Any,
+        y: Any,
+        params: dict[str, Any],
+        stages: list[tuple[str, str, bytes]],
+        modules: set[str],
+        input_dtypes: dict[str, str] | None,
+    ) -> str | None:
+        """Evaluate the final stage and log the raw-input model; return its URI."""
+        settings = self.settings
+        evaluation = Evaluation()
+        if getattr(est, "cv_results_", None) is not None and hasattr(est, "best_params_"):
+            evaluation = search_results(run, est)
+        elif (
+            y is not None and settings.cv is not None and (is_classifier(est) or is_regressor(est))
+        ):
+            evaluation = evaluate(
+                run, self.steps, X, y, params=params, cv=settings.cv, scoring=settings.scoring
+            )
+        metrics, tags = dict(evaluation.metrics), dict(evaluation.tags)
+        if y is not None and hasattr(est, "score"):
+            # What Pipeline.score computes, on the final step's input already at hand.
+            metrics[schema.TRAINING_SCORE] = float(est.score(Xt, y))
+        model_uri = None
+        if settings.log_model and (hasattr(est, "predict") or hasattr(est, "transform")):
+            model_uri = log_raw_model(
+                run_id=run.run_id,
+                experiment_id=run.experiment_id,
+                stages=stages,
+                modules=modules,
+                fitted=Pipeline(list(self.steps)),
+                X=X,
+                dtypes=input_dtypes,
+                serializer=settings.serializer,
+            )
+            tags[schema.MODEL_URI] = model_uri
+        run.log(metrics=metrics, tags=tags)
+        return model_uri
+
+    def _log_graph(self, run_id: str, run_ids: dict[str, str], reused: list[str]) -> None:
+        # Drawn while the run is still open: show it as it will end, FINISHED.
+        entries = [
+            dataclasses.replace(e, status="FINISHED") if e.run_id == run_id else e
+            for e in lineage(run_id)
+        ]
+        reused_ids = {run_ids.get(name, "") for name in reused}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = render(entries, Path(tmp, schema.LINEAGE_GRAPH), reused=reused_ids)
+            self.client.log_artifact(run_id, str(path))
+
+
+def _say(settings: Settings, stage: str, key: str | None, what: str, start: float) -> None:
+    """One line per stage on the ``mlpipe`` logger (and on stdout when verbose)."""
+    line = f"Stage {stage}: {key} {what} in {time.perf_counter() - start:.2f} s"
+    logger.info(line)
+    if settings.verbose:
+        print(f"[LineagePipeline] {line}", flush=True)
+
+
+def _stage_cache_key(
+    settings: Settings,
+    name: str,
+    type_: str,
+    est: Any,
+    fit_params: dict[str, Any],
+    upstream_key: str,
+    method: str | None,
+) -> str | None:
+    """The stage's cache key, or None when it must be fitted whatever the store holds."""
+    if not settings.cache or method == "fit_predict":
+        return None
+    if method in (None, "fit_transform") and not hasattr(est, "transform"):
+        return None
+    if method is not None and (is_classifier(est) or is_regressor(est)):
+        # A final predictor's logged evaluation depends on how it is evaluated. (Not
+        # a transformer's: it must keep its key when it later sits under a model.)
+        fit_params = {**fit_params, "__evaluation__": (settings.cv, settings.scoring)}
+    if settings.serializer == "skops":
+        # Reusing a stage loads it: a skops pipeline reuses only stages saved with
+        # skops (the default keeps the keys it always had).
+        fit_params = {**fit_params, "__serializer__": settings.serializer}
+    try:
+        return cache_key(
+            stage=name, type_=type_, estimator=est, fit_params=fit_params, upstream=upstream_key
+        )
+    except Uncacheable as reason:
+        logger.info("Stage %s is not cached: %s", name, reason)
+        return None
+
+
+def _flat_params(est: Any) -> dict[str, Any]:
+    """The step's parameters, nested ones flattened; sub-estimators named by class."""
+    return dict(sorted(est.get_params(deep=True).items()))
+
+
+def _log_output(run: store.StageRun, output: Any, folder: Path) -> None:
+    data = pickle.dumps(output, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) > OUTPUT_CACHE_MAX_BYTES:
+        return
+    path = folder / schema.STAGE_OUTPUT
+    path.write_bytes(data)
+    run.client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+    run.log(tags={schema.OUTPUT: f"{schema.STAGE_ARTIFACT}/{schema.STAGE_OUTPUT}"})
+
+
+class _LazyData:
+    """Training data with reused stages still to apply, applied only when needed."""
+
+    def __init__(self, data: Any):
+        self._data = data
+        self._pending: list[tuple[Any, Any]] = []
+
+    def defer(self, stage: Any, fitted_by: Any) -> None:
+        """Apply ``stage`` (fitted by run ``fitted_by``) when the data is next needed."""
+        self._pending.append((stage, fitted_by))
+
+    def value(self) -> Any:
+        if not self._pending:
+            return self._data
+        start = 0
+        for index in range(len(self._pending) - 1, -1, -1):
+            stored = stored_output(self._pending[index][1])
+            if stored is not None:
+                self._data, start = stored, index + 1
+                break
+        for stage, _ in self._pending[start:]:
+            self._data = stage.transform(self._data)
+        self._pending = []
+        return self._data
+
+
+def _predicts(est: Any) -> bool:
+    return bool(is_classifier(est) or is_regressor(est))
