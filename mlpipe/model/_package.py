@@ -11,7 +11,6 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import mlflow
 import numpy as np
 import pandas as pd
@@ -19,9 +18,9 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
 
+from mlpipe import _compat, schema
 from mlpipe.model import _raw, _skops
-from mlpipe.model._serialize import requirements
-from mlpipe.tracking import _schema as schema
+from mlpipe.model._serialize import pickled_by_value, requirements
 
 __all__ = ["describe_columns", "log_raw_model", "raw_signature"]
 
@@ -184,7 +183,7 @@ def log_raw_model(
             code = _skops.model_code(Path(tmp), stages)
         else:
             code = _pickled_model(Path(tmp), stages)
-        with code as (python_model, code_paths, artifacts):
+        with code as (python_model, code_paths, artifacts), _compat.quiet():
             info = Model.log(
                 artifact_path=None,
                 name=schema.MODEL_NAME,
@@ -209,11 +208,8 @@ def _pickled_model(
     pipeline_path = folder / "pipeline.pkl"
     pipeline_path.write_bytes(pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL))
     # The model class travels by value: loading it must not need mlpipe.
-    cloudpickle.register_pickle_by_value(sys.modules[_raw.__name__])
-    try:
+    with pickled_by_value([sys.modules[_raw.__name__]]):
         yield _raw.RawInputModel(), None, {"pipeline": str(pipeline_path)}
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[_raw.__name__])
 
 
 def dtypes_of(X: Any) -> dict[str, str] | None:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from sklearn.pipeline import Pipeline
 
@@ -23,6 +22,30 @@ METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function",
 _ERROR_CHARS = 300
 _SHOWN_VALUES = 5
 _SHOWN_CATEGORIES = 10
+
+
+# --- The one MLflow internal this module uses ------------------------------------
+# It cannot go through mlpipe._compat like every other one: this module runs inside
+# the logged model, where mlpipe is not installed.
+
+
+def invalid_parameter_value() -> int:
+    """MLflow's ``INVALID_PARAMETER_VALUE`` error code: an ``MlflowException`` with it is HTTP 400.
+
+    Wraps ``mlflow.protos.databricks_pb2.INVALID_PARAMETER_VALUE`` (checked with MLflow
+    3.17). ``MlflowException`` takes the protobuf enum's number and silently turns
+    anything else, the name as a string included, into ``INTERNAL_ERROR`` (HTTP 500).
+    Protobuf enum numbers are fixed once published, so 1000 is the fallback should
+    the module move.
+    """
+    try:
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    except ImportError:
+        return 1000
+    return int(INVALID_PARAMETER_VALUE)
+
+
+_INVALID_PARAMETER_VALUE = invalid_parameter_value()
 
 
 class InputError(MlflowException, ValueError):
@@ -34,7 +57,7 @@ class InputError(MlflowException, ValueError):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        super().__init__(message, error_code=_INVALID_PARAMETER_VALUE)
 
 
 def normalize_missing(frame: Any) -> Any:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import importlib.metadata
 import io
 import pickle
 import sys
+import threading
 import types
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -19,6 +23,7 @@ __all__ = [
     "installed_distribution",
     "is_installed",
     "loads",
+    "pickled_by_value",
     "referenced_modules",
     "requirements",
 ]
@@ -26,6 +31,10 @@ __all__ = [
 # Top-level modules always pickled by value: mlpipe's own code must travel with
 # the model, since the model has to load where mlpipe is not installed.
 _ALWAYS_BY_VALUE = {"mlpipe"}
+# cloudpickle's by-value registry is one per process: what mlpipe registered, and
+# how many blocks of pickled_by_value (in any thread) still need each name.
+_registry_lock = threading.Lock()
+_registered: collections.Counter[str] = collections.Counter()
 
 
 class _Recorder(cloudpickle.Pickler):
@@ -70,12 +79,46 @@ def is_installed(module: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def pickled_by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
+    """Inside the block, cloudpickle pickles ``modules`` by value; then its registry is as before.
+
+    Registers only the modules that were not registered already and, on leaving (on
+    an exception too), unregisters exactly those. Blocks may nest and run in several
+    threads: a module stays registered until the last block that registered it ends,
+    and one that something else registered is left alone.
+    """
+    mine: list[types.ModuleType] = []
+    try:
+        for module in modules:
+            name = module.__name__
+            with _registry_lock:
+                if name in cloudpickle.list_registry_pickle_by_value() and not _registered[name]:
+                    continue
+                if not _registered[name]:
+                    cloudpickle.register_pickle_by_value(module)
+                _registered[name] += 1
+                mine.append(module)
+        yield
+    finally:
+        with _registry_lock:
+            for module in mine:
+                name = module.__name__
+                _registered[name] -= 1
+                if _registered[name]:
+                    continue
+                del _registered[name]
+                if name in cloudpickle.list_registry_pickle_by_value():
+                    cloudpickle.unregister_pickle_by_value(module)
+
+
 def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
     # Pickle by reference only what is installed; everything else (a local module,
     # a notebook's classes, mlpipe itself) by value. By-value code may refer to
-    # more such modules, so repeat until no new one turns up.
-    registered: list[types.ModuleType] = []
-    try:
+    # more such modules, so repeat until no new one turns up. Each stays registered
+    # until the last dump, whatever other threads register and unregister meanwhile.
+    done: set[str] = set()
+    with contextlib.ExitStack() as registered:
         while True:
             modules: set[str] = set()
             buffer = io.BytesIO()
@@ -83,19 +126,12 @@ def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
             new = [
                 sys.modules[m]
                 for m in sorted(modules)
-                if m != "__main__"
-                and not is_installed(m)
-                and m in sys.modules
-                and m not in cloudpickle.list_registry_pickle_by_value()
+                if m != "__main__" and not is_installed(m) and m in sys.modules and m not in done
             ]
             if not new:
                 return buffer.getvalue(), modules
-            for module in new:
-                cloudpickle.register_pickle_by_value(module)
-                registered.append(module)
-    finally:
-        for module in registered:
-            cloudpickle.unregister_pickle_by_value(module)
+            done.update(m.__name__ for m in new)
+            registered.enter_context(pickled_by_value(new))
 
 
 def dumps(obj: Any, serializer: str = "cloudpickle") -> tuple[bytes, str, set[str]]:

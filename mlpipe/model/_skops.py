@@ -145,13 +145,47 @@ def model_code(
         (stages_dir / file).write_bytes(data)
         index.append({"name": name, "file": file})
     (stages_dir / _skops_model.STAGES_INDEX).write_text(json.dumps(index, indent=1))
-    before = set(sys.path)
-    sys.path.insert(0, str(code))
-    try:
+    with _importable(code):
         yield str(loader), code_paths, {"stages": str(stages_dir)}
+
+
+@contextmanager
+def _importable(code: Path) -> Iterator[None]:
+    """Put ``code`` first on ``sys.path`` inside the block, then put back what was there.
+
+    On leaving, the entry inserted here goes, and of the entries added meanwhile only
+    MLflow's copies of this model's ``code/`` folder: MLflow prepends one when it loads
+    the model to check the input example, and never removes it (MLflow 3.17). Entries
+    anyone else added stay. The modules imported from there (``_mlpipe_raw``,
+    ``_mlpipe_trusted``) are put back as they were: absent, or another model's.
+    """
+    entry = str(code)
+    names = (_skops_model.RAW_MODULE, _skops_model.TRUSTED_MODULE)
+    modules = {name: sys.modules[name] for name in names if name in sys.modules}
+    before = list(sys.path)
+    sys.path.insert(0, entry)
+    try:
+        yield
     finally:
-        # Ours, and the temporary copy MLflow adds when it loads the model to check
-        # the input example: both are gone once the model is logged.
-        sys.path[:] = [p for p in sys.path if p in before]
-        for name in (_skops_model.RAW_MODULE, _skops_model.TRUSTED_MODULE):
-            sys.modules.pop(name, None)
+        added = list(sys.path)
+        for path in before:
+            if path in added:
+                added.remove(path)
+        for path in added:
+            if path == entry or _copy_of_model_code(path):
+                sys.path.remove(path)
+        for name in names:
+            if name in modules:
+                sys.modules[name] = modules[name]
+            else:
+                sys.modules.pop(name, None)
+
+
+def _copy_of_model_code(entry: str) -> bool:
+    """Whether a ``sys.path`` entry is MLflow's copy of a code model's ``code/`` folder.
+
+    MLflow deletes the temporary folder holding the copy once the model is logged.
+    """
+    path = Path(entry)
+    raw = path / f"{_skops_model.RAW_MODULE}.py"
+    return path.name == "code" and (not path.exists() or raw.is_file())

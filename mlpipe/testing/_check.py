@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import traceback
@@ -19,6 +18,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 
+from mlpipe import _compat
 from mlpipe.testing._strategies import columns_of, frames
 
 __all__ = ["Problem", "Report", "check_model"]
@@ -26,9 +26,6 @@ __all__ = ["Problem", "Report", "check_model"]
 _MAX_ROWS = 10
 _TIMEOUT = 60.0
 _SHOWN_CHARS = 500
-# MLflow's scoring server answers HTTP 400 to *any* exception the model raises; only
-# this message tells a model that failed from one that rejected its input.
-_UNEXPECTED = "Encountered an unexpected error while evaluating the model"
 # Predictions of one row alone and in a batch may differ in the last bits of a float.
 _REL_TOL = 1e-9
 _ABS_TOL = 1e-12
@@ -371,11 +368,7 @@ def _origin(error: BaseException) -> str:
 
 def _as_json(result: Any) -> Any:
     """Predictions as the scoring server writes them, so both compare alike."""
-    from mlflow.pyfunc.scoring_server import predictions_to_json
-
-    out = io.StringIO()
-    predictions_to_json(result, out)
-    return json.loads(out.getvalue())["predictions"]
+    return _compat.predictions_json(result)
 
 
 def _served(session: requests.Session, endpoint: str, frame: pd.DataFrame) -> _Outcome:
@@ -396,7 +389,9 @@ def _served(session: requests.Session, endpoint: str, frame: pd.DataFrame) -> _O
     if status == 200 and isinstance(payload, dict) and "predictions" in payload:
         return _Outcome(predictions=payload["predictions"])
     message = payload.get("message", "") if isinstance(payload, dict) else response.text
-    if 400 <= status < 500 and _UNEXPECTED not in str(message):
+    # MLflow's scoring server answers HTTP 400 to *any* exception the model raises; only
+    # its message tells a model that failed from one that rejected its input.
+    if 400 <= status < 500 and not _compat.is_unexpected_model_error(str(message)):
         return _Outcome(rejected=f"HTTP {status}: {_shorten(str(message))}")
     origin = f"HTTP {status}"
     if isinstance(payload, dict) and payload.get("stack_trace"):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
+from mlpipe import _compat
 from mlpipe.model._package import describe_columns
 
 __all__ = ["columns_of", "raw_frames"]
@@ -325,11 +326,7 @@ def _model_columns(uri: str) -> dict[str, dict[str, Any]]:
 
 
 def _download(uri: str, relative: str, tmp: str) -> Path:
-    base = uri
-    if uri.startswith("models:/"):
-        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-
-        base = ModelsArtifactRepository.get_underlying_uri(uri)
+    base = _compat.model_artifact_uri(uri) if uri.startswith("models:/") else uri
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"{base.rstrip('/')}/{relative}", dst_path=tmp
     )

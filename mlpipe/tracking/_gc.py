@@ -19,10 +19,9 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import LifecycleStage, ViewType
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from mlpipe import _compat, schema
 from mlpipe.exceptions import StageError
-from mlpipe.tracking import _schema as schema
 from mlpipe.tracking._store import client as store_client
 from mlpipe.tracking._store import redact
 
@@ -31,13 +30,6 @@ logger = logging.getLogger("mlpipe")
 # Ids per `IN (...)` filter: far below SQLite's limit on bound variables.
 _BATCH = 100
 _PAGE = 1000
-# Private methods of MLflow's SQL tracking store; `mlflow gc` removes data with them.
-_STORE_METHODS = (
-    "_get_deleted_runs",
-    "_get_deleted_logged_models",
-    "_hard_delete_run",
-    "_hard_delete_logged_model",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,30 +155,29 @@ def collect_garbage(
         raise StageError(f"older_than must be zero or positive, got {older_than}.")
     client = store_client()
     uri = backend_store_uri or mlflow.get_tracking_uri()
-    store = mlflow.tracking._get_store(uri)
-    if not all(hasattr(store, name) for name in _STORE_METHODS):
-        if not dry_run or older_than is not None:
-            raise StageError(
-                f"The tracking store {redact(uri)!r} cannot remove rows for good "
-                f"({type(store).__name__}). Pass the tracking server's database as "
-                "backend_store_uri (`mlpipe gc --backend-store-uri`), for example "
-                "'postgresql://…' or 'sqlite:///…/mlflow.db', or use dry_run=True "
-                "without older_than to only list what would go."
-            )
-        store = None
+    found = _compat.HardDeleteStore(uri)
+    store = found if found.supported else None
+    if store is None and (not dry_run or older_than is not None):
+        raise StageError(
+            f"The tracking store {redact(uri)!r} cannot remove rows for good "
+            f"({found.kind}). Pass the tracking server's database as "
+            "backend_store_uri (`mlpipe gc --backend-store-uri`), for example "
+            "'postgresql://…' or 'sqlite:///…/mlflow.db', or use dry_run=True "
+            "without older_than to only list what would go."
+        )
 
     experiment_ids = [e.experiment_id for e in _experiments(client)]
     deleted = {r.info.run_id: r for r in _deleted_runs(client, experiment_ids)}
     if older_than is not None and deleted:
         assert store is not None
-        old_enough = set(store._get_deleted_runs(older_than=_millis(older_than)))
+        old_enough = set(store.deleted_run_ids(_millis(older_than)))
         deleted = {run_id: r for run_id, r in deleted.items() if run_id in old_enough}
     models = {m.model_id: m for m in _models_of(client, experiment_ids, list(deleted))}
     if store is not None and deleted:
         # Models already marked deleted are invisible to search_logged_models; `mlflow gc`
         # would sweep them, with every other deleted model. Take those of these runs only.
-        for model_id in store._get_deleted_logged_models():
-            model = store.get_logged_model(model_id, allow_deleted=True)
+        for model_id in store.deleted_logged_model_ids():
+            model = store.logged_model(model_id)
             if model.source_run_id in deleted:
                 models[model_id] = model
     kept = _kept(client, experiment_ids, deleted, models)
@@ -207,11 +198,11 @@ def collect_garbage(
         for model_id in model_ids:
             client.delete_logged_model(model_id)
             _delete_artifacts(models[model_id].artifact_location, model_id)
-            store._hard_delete_logged_model(model_id)
+            store.hard_delete_logged_model(model_id)
             logger.info("Removed logged model %s", model_id)
         for run_id in run_ids:
             _delete_artifacts(deleted[run_id].info.artifact_uri, run_id)
-            store._hard_delete_run(run_id)
+            store.hard_delete_run(run_id)
             logger.info("Removed run %s", run_id)
 
     report = GcReport(
@@ -391,7 +382,7 @@ def _size(uri: str) -> int | None:
 
 
 def _delete_artifacts(uri: str, owner: str) -> None:
-    get_artifact_repository(uri).delete_artifacts()
+    _compat.delete_artifacts(uri)
     path = _local_path(uri)
     if path is None:
         return

@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
+from mlpipe import schema
 from mlpipe.exceptions import StageError, TrackingError
-from mlpipe.tracking import _schema as schema
 
 logger = logging.getLogger("mlpipe")
 
@@ -379,19 +379,14 @@ def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
     tracking URI. A URI with a password in it (``https://user:pw@host``) would
     print the password, so the link is left out for such a URI.
     """
+    from mlpipe._compat import suppressed_run_url
+
     uri = mlflow.get_tracking_uri()
     if redact(uri) == uri:
         client.set_terminated(run_id, status=status)
         return
-    previous = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    try:
+    with suppressed_run_url():
         client.set_terminated(run_id, status=status)
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
-        else:
-            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = previous
 
 
 def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:

@@ -14,9 +14,9 @@ from mlflow.exceptions import MlflowException
 from palmerpenguins import load_penguins
 
 import mlpipe
+from mlpipe import schema
 from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.exceptions import StageError
-from mlpipe.tracking import _schema as schema
 from mlpipe.tracking._gc import GcReport, collect_garbage
 from mlpipe.tracking._store import get_or_create_experiment
 

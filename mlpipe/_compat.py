@@ -1,0 +1,375 @@
+"""Every use mlpipe makes of MLflow's internals, each behind one small function.
+
+MLflow's documented public API (``mlflow``, ``mlflow.MlflowClient``,
+``mlflow.pyfunc``, ``mlflow.models``, ``mlflow.entities``, ``mlflow.exceptions``,
+``mlflow.types``, ``mlflow.data``) may be used anywhere in mlpipe. Everything else
+lives here: private names, ``mlflow.store`` internals, ``mlflow.protos``, the
+scoring server's helpers, MLflow's error wording, the environment switches MLflow
+reads and the loggers it configures. Each function says which MLflow thing it
+wraps, why mlpipe needs it and which MLflow version it was checked against, and
+``tests/test_compat.py`` exercises each one against the installed MLflow, so an
+upgrade that breaks one fails that test by name.
+
+One exception: ``mlpipe/model/_raw.py`` (and ``_skops_model.py``, which imports
+it) runs inside the logged model, where mlpipe is not installed, so it cannot
+import this module. Its one internal, the ``INVALID_PARAMETER_VALUE`` error code,
+stays in :func:`mlpipe.model._raw.invalid_parameter_value`, with a fallback, and is
+tested in ``tests/test_compat.py`` too.
+
+Process-wide changes made here (an environment variable, logging filters, the
+warnings hook) are made by the first caller and undone exactly by the last, so
+nested and concurrent uses in threads leave things as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import json
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+__all__ = [
+    "HardDeleteStore",
+    "delete_artifacts",
+    "is_unexpected_model_error",
+    "model_artifact_uri",
+    "predictions_json",
+    "quiet",
+    "suppressed_run_url",
+]
+
+CHECKED_WITH = "3.17.2"
+logger = logging.getLogger("mlpipe")
+
+
+class _Shared:
+    """A process-wide change made by the first of its users and undone by the last.
+
+    ``install`` makes the change and returns what undoes it. Users may nest and may
+    be in several threads: the state before the first one is what comes back.
+    """
+
+    def __init__(self, install: Callable[[], Callable[[], None]]) -> None:
+        self._install = install
+        self._lock = threading.Lock()
+        self._users = 0
+        self._undo: Callable[[], None] | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._undo = self._install()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._undo is not None:
+                    undo, self._undo = self._undo, None
+                    undo()
+
+
+# --- Tracking store: permanent deletion (what `mlflow gc` does) --------------------
+
+
+class HardDeleteStore:
+    """The tracking store behind a URI, for removing deleted runs and models for good.
+
+    Wraps ``mlflow.tracking._get_store`` and the private methods ``mlflow gc`` uses on
+    MLflow's SQL store (``mlflow.store.tracking.sqlalchemy_store.SqlAlchemyStore``):
+    ``_get_deleted_runs``, ``_get_deleted_logged_models``, ``_hard_delete_run``,
+    ``_hard_delete_logged_model``, and ``get_logged_model(..., allow_deleted=True)``.
+    MLflow's public API can only mark runs and models deleted; mlpipe's garbage
+    collection (:func:`mlpipe.tracking._gc.collect_garbage`) must remove them, as
+    ``mlflow gc`` does, but only for the runs it chose. Checked with MLflow 3.17.
+
+    Parameters
+    ----------
+    uri : str
+        A tracking or backend store URI (``sqlite:///…``, ``postgresql://…``, or an
+        ``http(s)`` server, which cannot hard-delete: see :attr:`supported`).
+    """
+
+    _METHODS = (
+        "_get_deleted_runs",
+        "_get_deleted_logged_models",
+        "_hard_delete_run",
+        "_hard_delete_logged_model",
+    )
+
+    def __init__(self, uri: str) -> None:
+        self._store = mlflow.tracking._get_store(uri)
+
+    @property
+    def kind(self) -> str:
+        """The store's class name, for messages (``SqlAlchemyStore``, ``RestStore``)."""
+        return type(self._store).__name__
+
+    @property
+    def supported(self) -> bool:
+        """Whether this store can find deleted rows and remove them for good."""
+        return all(callable(getattr(self._store, name, None)) for name in self._METHODS)
+
+    def deleted_run_ids(self, older_than_ms: int = 0) -> list[str]:
+        """Ids of the runs deleted at least ``older_than_ms`` milliseconds ago."""
+        return list(self._store._get_deleted_runs(older_than=older_than_ms))
+
+    def deleted_logged_model_ids(self) -> list[str]:
+        """Ids of the logged models marked deleted (invisible to ``search_logged_models``)."""
+        return list(self._store._get_deleted_logged_models())
+
+    def logged_model(self, model_id: str) -> Any:
+        """The logged model ``model_id``, even when it is marked deleted."""
+        return self._store.get_logged_model(model_id, allow_deleted=True)
+
+    def hard_delete_run(self, run_id: str) -> None:
+        """Remove the row of a deleted run and everything logged to it (not its files)."""
+        self._store._hard_delete_run(run_id)
+
+    def hard_delete_logged_model(self, model_id: str) -> None:
+        """Remove the row of a logged model (not its files)."""
+        self._store._hard_delete_logged_model(model_id)
+
+
+def delete_artifacts(uri: str) -> None:
+    """Delete every file under an artifact URI, whatever store holds it.
+
+    Wraps ``mlflow.store.artifact.artifact_repository_registry.get_artifact_repository``
+    and the repository's ``delete_artifacts``: MLflow's public API can download and
+    log artifacts but not delete them, and garbage collection must remove the files
+    of the runs and models it drops, on any artifact store (local, ``s3:``, or behind
+    a server's ``mlflow-artifacts:`` proxy). Checked with MLflow 3.17.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    get_artifact_repository(uri).delete_artifacts()
+
+
+# --- Models --------------------------------------------------------------------------
+
+
+def model_artifact_uri(model_uri: str) -> str:
+    """The artifact URI where the files of a ``models:/`` model live.
+
+    Wraps ``mlflow.store.artifact.models_artifact_repo.ModelsArtifactRepository.
+    get_underlying_uri``, which resolves every form of model URI (``models:/m-…``,
+    ``models:/name/1``, ``models:/name@alias``) to its files, so that
+    :mod:`mlpipe.testing` can download one file (``meta.json``, the input example)
+    instead of the whole model. Checked with MLflow 3.17.
+    """
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    return str(ModelsArtifactRepository.get_underlying_uri(model_uri))
+
+
+# --- Serving -------------------------------------------------------------------------
+
+
+def predictions_json(predictions: Any) -> Any:
+    """``predictions`` as MLflow's scoring server writes them in its JSON answer.
+
+    Wraps ``mlflow.pyfunc.scoring_server.predictions_to_json``, so that predictions
+    made in process compare with served ones cell for cell (the server turns frames
+    into records, numpy scalars into numbers, ``NaN`` into ``NaN``).
+    Checked with MLflow 3.17.
+    """
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = io.StringIO()
+    predictions_to_json(predictions, out)
+    return json.loads(out.getvalue())["predictions"]
+
+
+# MLflow 3.17, mlflow/pyfunc/scoring_server/__init__.py, `invocations`.
+_UNEXPECTED_MODEL_ERROR = "Encountered an unexpected error while evaluating the model"
+
+
+def is_unexpected_model_error(message: str) -> bool:
+    """Whether a served error message is MLflow's wrapping of an exception the model raised.
+
+    MLflow's scoring server answers HTTP 400 both when a model rejects its input
+    (an ``MlflowException``) and when it crashes (any other exception, rewrapped
+    with a fixed message): only that message's wording tells them apart, which
+    :func:`mlpipe.testing.check_model` must do. Checked with MLflow 3.17.
+    """
+    return _UNEXPECTED_MODEL_ERROR in message
+
+
+# --- Tracking: the run link MLflow prints ---------------------------------------------
+
+
+def _install_suppressed_run_url() -> Callable[[], None]:
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    name = MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name
+    previous = os.environ.get(name)
+    os.environ[name] = "true"
+
+    def undo() -> None:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+    return undo
+
+
+_suppressed_run_url = _Shared(_install_suppressed_run_url)
+
+
+@contextlib.contextmanager
+def suppressed_run_url() -> Iterator[None]:
+    """Inside the block, ending a run against a tracking server prints no link to it.
+
+    Sets ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``, which MLflow's tracking client
+    reads in ``set_terminated`` before printing "View run … at: <tracking URI>/…":
+    mlpipe leaves that link out when the URI holds a password. The variable is
+    process-wide: the first user sets it, the last one puts back exactly what was
+    there (another value, or nothing). Checked with MLflow 3.17.
+    """
+    with _suppressed_run_url():
+        yield
+
+
+# --- MLflow's chatter ---------------------------------------------------------------------
+
+# Loggers MLflow gives a stderr handler of its own when imported (MLflow 3.17,
+# mlflow/utils/logging_utils.py `_configure_mlflow_loggers`); alembic logs MLflow's
+# database migrations ("Updating database tables").
+_CHATTY_LOGGERS = ("mlflow", "alembic")
+# Warnings attributed to these modules (the module that called ``warnings.warn``,
+# or, for pandas and other libraries, the first caller outside them).
+_MLFLOW_MODULES = r"mlflow(\.|$)"
+_MLFLOW_DIR = str(Path(mlflow.__file__).resolve().parent)
+_quiet_depth: contextvars.ContextVar[int] = contextvars.ContextVar("mlpipe_quiet", default=0)
+
+
+def _chatty(name: str) -> bool:
+    return any(name == root or name.startswith(f"{root}.") for root in _CHATTY_LOGGERS)
+
+
+class _Demote(logging.Filter):
+    """Re-log MLflow's INFO and WARNING records at DEBUG on ``mlpipe``, inside :func:`quiet`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (_quiet_depth.get() and _chatty(record.name)):
+            return True
+        if not logging.INFO <= record.levelno < logging.ERROR:
+            return True
+        # One record may pass several handlers: re-log it once.
+        if not record.__dict__.get("mlpipe_quieted"):
+            record.__dict__["mlpipe_quieted"] = True
+            logger.debug(
+                "%s %s: %s",
+                record.levelname,
+                record.name,
+                record.getMessage(),
+                exc_info=record.exc_info,
+            )
+        return False
+
+
+_DEMOTE = _Demote()
+
+
+def _handlers_of(names: tuple[str, ...]) -> list[logging.Handler]:
+    """The handlers records of these loggers reach (``logging.lastResort`` if none)."""
+    found: list[logging.Handler] = []
+    for name in names:
+        current: logging.Logger | None = logging.getLogger(name)
+        reached = False
+        while current is not None:
+            for handler in current.handlers:
+                reached = True
+                if handler not in found:
+                    found.append(handler)
+            if not current.propagate:
+                break
+            current = current.parent
+        if not reached and logging.lastResort is not None and logging.lastResort not in found:
+            found.append(logging.lastResort)
+    return found
+
+
+def _from_mlflow(filename: str) -> bool:
+    return str(Path(filename).resolve()).startswith(_MLFLOW_DIR + os.sep)
+
+
+def _install_quiet() -> Callable[[], None]:
+    added = [h for h in _handlers_of(_CHATTY_LOGGERS) if _DEMOTE not in h.filters]
+    for handler in added:
+        handler.addFilter(_DEMOTE)
+    caught = warnings.catch_warnings()
+    caught.__enter__()
+    previous = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if _quiet_depth.get() and _from_mlflow(filename):
+            logger.debug("%s from %s:%s: %s", category.__name__, filename, lineno, message)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    # Recorded, not raised nor dropped, whatever the filters say: mlpipe's call, not
+    # the user's, made MLflow warn.
+    warnings.filterwarnings("always", module=_MLFLOW_MODULES)
+    warnings.showwarning = show
+
+    def undo() -> None:
+        caught.__exit__(None, None, None)
+        for handler in added:
+            handler.removeFilter(_DEMOTE)
+
+    return undo
+
+
+_quiet = _Shared(_install_quiet)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Inside the block, MLflow's INFO and WARNING lines and its warnings go to DEBUG.
+
+    A fit prints MLflow's progress ("Validating input example against model
+    signature", "Updating database tables", "Passing a Python object as
+    `python_model`…") and warnings raised inside MLflow (pandas deprecations), which
+    the user of mlpipe can do nothing about. Inside this block, records of the
+    ``mlflow`` and ``alembic`` loggers (and their children) at INFO and WARNING, and
+    Python warnings attributed to MLflow's modules, are logged again at DEBUG on the
+    ``mlpipe`` logger instead; ERROR and above pass unchanged. To see them::
+
+        logging.basicConfig()
+        logging.getLogger("mlpipe").setLevel(logging.DEBUG)
+
+    Only records and warnings of the thread (and context) inside the block are
+    moved; outside it MLflow logs as before. The block nests, and the filter on
+    MLflow's handlers and the warnings hook are removed exactly when the last
+    block in the process ends, on an exception too. While some block is open,
+    MLflow's warnings in other threads are shown whatever the warning filters say.
+
+    Wraps MLflow's logger names and its handler set-up (MLflow 3.17,
+    ``mlflow/utils/logging_utils.py``).
+    """
+    token = _quiet_depth.set(_quiet_depth.get() + 1)
+    try:
+        with _quiet():
+            yield
+    finally:
+        _quiet_depth.reset(token)
