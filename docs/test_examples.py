@@ -29,7 +29,8 @@ fresh directory and tracking store; ``mlpipe`` commands run in this process
 The output must be the page's, except for what differs from run to run: run and
 model ids and stage keys (each is matched to the one the page shows, and the
 page's value in a later command stands for this run's), byte counts (``(N
-bytes)``) and dates (the page's date in a command becomes today, in UTC). A
+bytes)``), the seconds a stage took (``in 0.42 s``) and dates (the page's date
+in a command becomes today, in UTC). A
 command's exit status must be 2 if its output has an ``mlpipe ...: error:``
 line, else 0. To update a page after a change of output, run its commands in a
 fresh directory with ``PYTHONUNBUFFERED=1 ... 2>&1`` and paste what they print.
@@ -173,8 +174,11 @@ def test_claims_in_examples_are_checked() -> None:
     exec(compile(with_checked_claims(code.rsplit("(", 1)[0], "example"), "example", "exec"), {})
 
 
-# What differs from run to run: run and model ids, stage keys, byte counts.
-_VOLATILE = re.compile(r"\b[0-9a-f]{32}\b|\b[\w.+-]+@\d{14}\b|(?<=\()\d+(?= bytes\))")
+# What differs from run to run: run and model ids, stage keys, byte counts, and the
+# seconds a stage took ("... fitted in 0.42 s").
+_VOLATILE = re.compile(
+    r"\b[0-9a-f]{32}\b|\b[\w.+-]+@\d{14}\b|(?<=\()\d+(?= bytes\))|(?<= in )\d+\.\d\d(?= s\b)"
+)
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _ERROR_LINE = re.compile(r"^mlpipe \w+: error: ", re.MULTILINE)
 
@@ -256,8 +260,8 @@ class CliSession:
             for page_token, token in zip(
                 _VOLATILE.findall(want), _VOLATILE.findall(got), strict=True
             ):
-                if page_token.isdigit():
-                    continue  # a byte count
+                if page_token.replace(".", "", 1).isdigit():
+                    continue  # a byte count or a time
                 if "@" in page_token:
                     assert page_token.split("@")[0] == token.split("@")[0], where
                 known = self.same.setdefault(page_token, token)

@@ -245,10 +245,14 @@ class _ChainLogger:
                     experiment_id=experiments[name],
                 ) as run:
                     log_training_input(client, run.run_id, inputs)
+                    # The steps' own code runs now: an error it raises is theirs, and
+                    # leaves `fitting` set for reporting() to pass it through.
+                    self.where.fitting = True
                     Xt = data_in.value()
                     fit_start = time.perf_counter()
                     out = fit_step(est, Xt, y, routed[name], method)
                     seconds = time.perf_counter() - fit_start
+                    self.where.fitting = False
                     data, serializer, found = dumps(est, settings.serializer)
                     stages.append((name, serializer, data))
                     modules |= found

@@ -25,6 +25,7 @@ from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
 from mlpipe.model._package import dtypes_of
 from mlpipe.model._raw import prepare
+from mlpipe.tracking._store import check_name
 
 __all__ = ["LineagePipeline", "stage_type"]
 
@@ -348,13 +349,16 @@ class LineagePipeline(Pipeline):
                 f"got {self.transform_input!r}. Leave it None."
             )
         names = [name for name, _ in self.steps]
+        # Names become experiment names and folders: checked before anything runs.
+        for name in names:
+            check_name(name, "step name")
+        if self.project is not None:
+            check_name(self.project, "project")
         if schema.LOAD_STAGE in names:
             raise StageError(
                 f"Step name {schema.LOAD_STAGE!r} is reserved for the data's load stage; "
                 f"got steps {names}. Rename that step."
             )
-        if self.project is not None and not self.project:
-            raise StageError(f"project must be a non-empty string or None, got {self.project!r}.")
         if self.serializer == "skops":
             from mlpipe.model._skops import check_steps
 

@@ -451,9 +451,19 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     uri = args.model
     if "://" not in uri and not uri.startswith("models:/"):
-        uri = mlflow.MlflowClient().get_run(uri).data.tags.get(schema.MODEL_URI)
+        run = mlflow.MlflowClient().get_run(uri)
+        uri = run.data.tags.get(schema.MODEL_URI)
+        if run.info.status != "FINISHED":
+            raise UserError(
+                f"Run {args.model} is {run.info.status}: it did not finish, so it has no "
+                "model to serve. Serve a FINISHED model run (mlpipe runs --stage model)."
+            )
         if not uri:
-            raise UserError(f"Run {args.model} has no raw-input model (it is not a final stage).")
+            raise UserError(
+                f"Run {args.model} has no raw-input model: it is a run of stage "
+                f"{run.data.tags.get(schema.STAGE)!r}, not a final stage logged with "
+                "log_model=True."
+            )
     env = dict(os.environ)
     # --env-manager local runs the model in this interpreter's environment, whose
     # scripts (uvicorn, mlflow) must come first on PATH.

@@ -178,6 +178,11 @@ class Dataset:
             raise NotFoundError(
                 f"Run {run_id} is not a load run (its stage is {tags.get(schema.STAGE)!r})."
             )
+        if run.info.status != "FINISHED":
+            raise NotFoundError(
+                f"Load run {run_id} ({tags.get(schema.KEY)}) is {run.info.status}: it did not "
+                "finish, so it holds no complete data version. Load the data again."
+            )
         if schema.SNAPSHOT not in tags:
             raise NotFoundError(
                 f"Load run {run_id} ({tags.get(schema.KEY)}) has no snapshot: it was loaded "
@@ -287,6 +292,11 @@ def load(
         If the source cannot be read; the message never shows a password.
     KeyError
         If ``target`` is not a column of the data.
+    StageError
+        If ``project`` is not a safe name (see :doc:`/concepts`).
+    TrackingError
+        If the tracking store or the artifact location cannot be written; the
+        load run is then ended FAILED.
 
     Examples
     --------
@@ -298,6 +308,8 @@ def load(
     True
     """
     tables = list(table) if isinstance(table, list | tuple) else [table]
+    if project is not None:
+        store.check_name(project, "project")
     # Read every source before logging any, so a bad table or target logs nothing.
     reads = [_read(source, table=t, query=query, name=name, chunksize=chunksize) for t in tables]
     for frame, label, *_ in reads:
@@ -309,7 +321,7 @@ def load(
                 f"Target column {target!r} is not in {label!r}; its columns are "
                 f"{list(frame.columns)}.{hint}"
             )
-    with quiet():
+    with store.reporting(), quiet():
         datasets = [
             log_load(
                 frame,

@@ -118,9 +118,14 @@ def client() -> mlflow.MlflowClient:
 
 
 class Where:
-    """The stage being logged, for :func:`reporting` to name."""
+    """The stage being logged, for :func:`reporting` to name.
+
+    ``fitting`` is true while the stage's own code runs: an error it raises is the
+    step's, not the store's, and goes through unchanged.
+    """
 
     stage = "load"
+    fitting = False
 
 
 @contextlib.contextmanager
@@ -141,6 +146,14 @@ def reporting() -> Iterator[Where]:
             f"{detail[0] if detail else type(error).__name__}. Runs that finished before "
             f"it are kept, and fitting again reuses them."
         ) from error
+    except OSError as error:
+        if where.fitting:
+            raise  # the step's own error
+        raise TrackingError(
+            f"Stage {where.stage!r} failed while writing its files: {error}. Check that the "
+            "disk is not full and that the artifact location is writable. Runs that "
+            "finished before it are kept, and fitting again reuses them."
+        ) from error
 
 
 # MLflow's own limits on one log_batch call and on a parameter value.
@@ -152,8 +165,44 @@ _TYPE_UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]+")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
+# A stage (step) name or a project segment becomes an experiment name and a folder.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+MAX_NAME_LENGTH = 100
+NAME_RULE = (
+    "a letter or digit, then letters, digits, '_', '.' or '-', at most "
+    f"{MAX_NAME_LENGTH} characters"
+)
+
+
+def check_name(name: Any, what: str) -> None:
+    """Raise StageError unless ``name`` can name an experiment and a folder safely.
+
+    ``what`` says which name it is (``"step name"``, ``"project"``). A project may
+    be several such names joined by ``/`` (``"team/credit"``).
+    """
+    parts = name.split("/") if isinstance(name, str) and what == "project" else [name]
+    for part in parts:
+        if not isinstance(part, str) or not _NAME.match(part) or len(part) > MAX_NAME_LENGTH:
+            shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
+            raise StageError(
+                f"Invalid {what} {shown!r}: it names an experiment and a folder of the "
+                f"store, so each part must be {NAME_RULE}"
+                + (", parts joined by '/'" if what == "project" else "")
+                + "."
+            )
+
+
 def experiment_name(stage: str, project: str | None = None) -> str:
-    """Name of the experiment that holds the runs of ``stage``."""
+    """Name of the experiment that holds the runs of ``stage``.
+
+    Raises
+    ------
+    StageError
+        If ``stage`` or ``project`` is not a safe name (see :func:`check_name`).
+    """
+    check_name(stage, "step name")
+    if project is not None:
+        check_name(project, "project")
     return f"{project}/{stage}" if project else stage
 
 
@@ -166,7 +215,11 @@ def _artifact_location(name: str) -> str | None:
     path = uri[len("sqlite:///") :].split("?")[0]
     if not path or path == ":memory:":
         return None
-    return (Path(path).resolve().parent / "mlruns" / name).as_uri()
+    root = Path(path).resolve().parent / "mlruns"
+    location = (root / name).resolve()
+    if not location.is_relative_to(root):  # names are checked; this is the last guard
+        raise StageError(f"Experiment {name!r} would keep its artifacts outside {root}.")
+    return location.as_uri()
 
 
 def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
@@ -426,6 +479,8 @@ def stage_run(
         schema.TYPE: type_,
         schema.UPSTREAM: ",".join(run_id for _, _, run_id in upstream),
         schema.UPSTREAM_KEYS: ",".join(f"{s}:{k}" for s, k, _ in upstream),
+        **{schema.upstream_tag(run_id): f"{s}:{k}" for s, k, run_id in upstream},
+        schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
         schema.OWNER: _owner(),
         **(tags or {}),
     }
