@@ -39,6 +39,7 @@ import mlflow
 
 __all__ = [
     "HardDeleteStore",
+    "dataset_source_type",
     "delete_artifacts",
     "is_unexpected_model_error",
     "model_artifact_uri",
@@ -171,6 +172,17 @@ def model_artifact_uri(model_uri: str) -> str:
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
     return str(ModelsArtifactRepository.get_underlying_uri(model_uri))
+
+
+def dataset_source_type(source: Any) -> str:
+    """The type name MLflow stores for a ``DatasetSource`` (``"local"``, ``"sql"``, ...).
+
+    Wraps the private classmethod ``DatasetSource._get_source_type``: MLflow's
+    ``Dataset`` entity needs the name, and mlpipe builds that entity itself (to
+    pass its own digest and skip MLflow's schema inference of every row) rather
+    than through ``mlflow.data.from_pandas``. Checked with MLflow 3.17.
+    """
+    return str(source._get_source_type())
 
 
 # --- Serving -------------------------------------------------------------------------

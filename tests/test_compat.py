@@ -447,3 +447,19 @@ def test_the_pickled_model_leaves_the_registry_as_it_was(tmp_path, monkeypatch):
         assert raw_name in cloudpickle.list_registry_pickle_by_value()
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[raw_name])
+
+
+def test_dataset_source_type_names_mlflows_own_and_mlpipes_sources(tmp_path: Path) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    from mlpipe.data._sources import SQLDatasetSource
+
+    path = tmp_path / "data.csv"
+    path.write_text("x\n1\n")
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and warns that a path is ambiguous.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        local = resolve_dataset_source(str(path))
+    assert _compat.dataset_source_type(local) == "local"
+    sql = SQLDatasetSource(url="sqlite:///shop.db", table="penguins")
+    assert _compat.dataset_source_type(sql) == SQLDatasetSource._get_source_type()

@@ -21,7 +21,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.models import infer_signature
 
 from mlpipe import schema
-from mlpipe._compat import quiet
+from mlpipe._compat import dataset_source_type, quiet
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
 from mlpipe.data._sources import (
@@ -498,7 +498,7 @@ def dataset_entity(
     if origin is None:
         source_type, source_json = "code", json.dumps({"tags": {schema.SOURCE: source}})
     else:
-        source_type, source_json = origin._get_source_type(), origin.to_json()
+        source_type, source_json = dataset_source_type(origin), origin.to_json()
     return DatasetEntity(
         name=name,
         digest=digest[:36],
