@@ -2,27 +2,47 @@
 
 A database URL's password is never written anywhere: :func:`redact` replaces it
 before a URL reaches a parameter, tag, dataset source, log line or error message.
+
+A load only reads. A query must be one statement that reads (:func:`check_query`),
+and every read goes through a connection the database itself keeps read-only
+where it can (:func:`read_only_engine`).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+import sqlparse  # tells SQL statements apart; MLflow requires it (mlflow-skinny)
 from mlflow.data.dataset_source import DatasetSource
+from sqlparse import tokens
 
 from mlpipe.exceptions import SourceError
-from mlpipe.tracking._store import redact, scrub
+from mlpipe.tracking._store import PASSWORD_PARAMETERS, redact, scrub
 
-__all__ = ["SQLDatasetSource", "read_file", "read_sql", "redact"]
+__all__ = [
+    "SQLDatasetSource",
+    "check_query",
+    "read_file",
+    "read_only_engine",
+    "read_sql",
+    "redact",
+]
 
 logger = logging.getLogger("mlpipe")
 
 DEFAULT_CHUNKSIZE = 100_000
 FILE_READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+QUERY_KEYWORDS = ("SELECT", "VALUES")  # what a query= statement may start with (or WITH)
+# Pragmas whose argument names a table or index to describe rather than a new
+# setting: SQLAlchemy reflects a table with them.
+_SQLITE_DESCRIBING_PRAGMAS = frozenset(
+    {"foreign_key_list", "index_info", "index_list", "index_xinfo", "table_info", "table_xinfo"}
+)
 
 
 def is_database_url(source: str) -> bool:
@@ -32,6 +52,112 @@ def is_database_url(source: str) -> bool:
     except sa.exc.ArgumentError:
         return False
     return "://" in source
+
+
+def check_query(query: Any, url: str) -> None:
+    """Raise :class:`~mlpipe.exceptions.SourceError` unless ``query`` is one query that reads.
+
+    A query is a single ``SELECT``, ``WITH … SELECT`` or ``VALUES`` statement
+    (without ``SELECT … INTO``, which creates a table). This check is a courtesy that
+    names what was wrong before anything runs; the guarantee that a load changes
+    nothing is the read-only connection (:func:`read_only_engine`).
+    """
+    if not isinstance(query, str):
+        raise SourceError(f"query= must be a string of SQL; got {type(query).__name__}.")
+    kinds = [_kind(statement) for statement in sqlparse.parse(query)]
+    kinds = [kind for kind in kinds if kind]
+    if len(kinds) == 1 and kinds[0] in QUERY_KEYWORDS:
+        return
+    if not kinds:
+        got = "no statement"
+    elif len(kinds) == 1:
+        got = f"{'an' if kinds[0][0] in 'AEIOU' else 'a'} {kinds[0]} statement"
+    else:
+        got = f"{len(kinds)} statements: {'; '.join(kinds)}"
+    raise SourceError(
+        f"Cannot load query= from {redact(url)}: a load only reads, so it expected a single "
+        f"query (SELECT, WITH … SELECT or VALUES), got {got}. Change the database with its "
+        "own tools, then load the result with a query or table=."
+    )
+
+
+def _kind(statement: sqlparse.sql.Statement) -> str:
+    """The kind of a parsed statement: its first keyword (``""`` if it has none).
+
+    ``WITH`` is named after the statement it leads to (``SELECT`` or, say,
+    ``WITH … DELETE``), and a ``SELECT`` that creates a table is ``SELECT … INTO``.
+    """
+    words = [
+        token
+        for token in statement.flatten()
+        if not token.is_whitespace
+        and token.ttype not in tokens.Comment
+        and token.ttype not in tokens.Punctuation
+    ]
+    if not words:
+        return ""
+    kind = words[0].normalized.upper()
+    if kind == "WITH":
+        led_to = statement.get_type()
+        kind = "SELECT" if led_to == "SELECT" else f"WITH … {led_to}"
+    into = any(token.is_keyword and token.normalized == "INTO" for token in statement.tokens)
+    return f"{kind} … INTO" if kind in QUERY_KEYWORDS and into else kind
+
+
+def read_only_engine(url: str) -> sa.Engine:
+    """An engine whose connections cannot change the database, where it allows that.
+
+    - SQLite: ``PRAGMA query_only`` refuses every write, and an authorizer refuses
+      what that pragma lets through: ``ATTACH`` and ``VACUUM INTO`` (which create
+      files) and pragmas that change a setting, ``query_only`` itself included.
+    - PostgreSQL: every transaction is ``READ ONLY`` (SQLAlchemy's
+      ``postgresql_readonly``), which also stops a data-modifying ``WITH``, a
+      ``SELECT … INTO`` and ``nextval``.
+    - MySQL and MariaDB: the session's transactions are ``READ ONLY``.
+    - Other databases: only the check of :func:`check_query`.
+
+    Raises
+    ------
+    sqlalchemy.exc.ArgumentError, ImportError
+        If ``url`` is not a database URL or its driver is not installed.
+    """
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_read_only)
+    elif engine.dialect.name == "postgresql":
+        engine.update_execution_options(postgresql_readonly=True)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        sa.event.listen(engine, "connect", _session_read_only)
+    return engine
+
+
+def _sqlite_read_only(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only = ON")
+    cursor.close()
+    if hasattr(dbapi_connection, "set_authorizer"):  # sqlite3 and its API-compatible forks
+        dbapi_connection.set_authorizer(_sqlite_authorizer)
+
+
+def _sqlite_authorizer(
+    action: int, name: str | None, argument: str | None, database: str | None, trigger: Any
+) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if (
+        action == sqlite3.SQLITE_PRAGMA
+        and argument is not None
+        and (name or "").lower() not in _SQLITE_DESCRIBING_PRAGMAS
+    ):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _session_read_only(dbapi_connection: Any, connection_record: Any) -> None:
+    # A session characteristic: every transaction of this connection starts READ ONLY.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION TRANSACTION READ ONLY")
+    cursor.close()
 
 
 def read_sql(
@@ -50,46 +176,61 @@ def read_sql(
     A table is read in primary-key order when it has one, so the same content gives
     the same rows in the same order, hence the same fingerprint, on every pull; give
     a query an ``ORDER BY`` for the same guarantee.
+
+    A load only reads: ``query`` must be one ``SELECT``, ``WITH … SELECT`` or
+    ``VALUES`` statement (:func:`check_query`), and the table or query is read
+    through a read-only connection (:func:`read_only_engine`).
     """
     if (table is None) == (query is None):
         raise SourceError(
             f"Give exactly one of table= or query= for {redact(url)}; "
             f"got table={table!r}, query={query!r}."
         )
+    if query is not None:
+        check_query(query, url)
     what = f"table {table!r}" if table else "query"
+    # Each failure is raised after its handler, not inside it: the driver's own
+    # exception, whose text may hold the URL as the driver saw it, is not chained.
     try:
-        engine = sa.create_engine(url)
+        engine = read_only_engine(url)
     except (sa.exc.ArgumentError, ImportError) as error:
-        raise SourceError(f"Cannot use database {redact(url)}: {scrub(error, url)}") from None
-    try:
-        with engine.connect().execution_options(stream_results=True) as connection:
-            if table is not None:
-                schema, _, name = table.rpartition(".")
-                reflected = sa.Table(
-                    name, sa.MetaData(), schema=schema or None, autoload_with=connection
-                )
-                statement: Any = sa.select(reflected).order_by(*reflected.primary_key.columns)
-            else:
-                statement = sa.text(query or "")
-            chunks = []
-            rows = 0
-            for chunk in pd.read_sql_query(statement, connection, chunksize=chunksize):
-                chunks.append(chunk)
-                rows += len(chunk)
-                logger.info("Loading %s from %s: %d rows", what, redact(url), rows)
-    except sa.exc.NoSuchTableError:
-        available = sa.inspect(engine).get_table_names()
-        raise SourceError(
-            f"No table {table!r} in {redact(url)}; its tables are {sorted(available)}."
-        ) from None
-    except sa.exc.SQLAlchemyError as error:
-        raise SourceError(
-            f"Reading {what} from {redact(url)} failed: {scrub(error, url)}"
-        ) from None
-    finally:
-        engine.dispose()
-    if not chunks:  # a query with no rows still has columns, but pandas yields no chunk
-        with engine.connect() as connection:
+        failure = f"Cannot use database {redact(url)}: {scrub(error, url)}"
+    else:
+        try:
+            return _read(engine, table=table, query=query, chunksize=chunksize, what=what, url=url)
+        except sa.exc.NoSuchTableError:
+            available = sa.inspect(engine).get_table_names()
+            failure = f"No table {table!r} in {redact(url)}; its tables are {sorted(available)}."
+        except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as error:
+            # pandas wraps the database's error in its own; the original reads better.
+            cause = (
+                error.__cause__ if isinstance(error.__cause__, sa.exc.SQLAlchemyError) else error
+            )
+            failure = f"Reading {what} from {redact(url)} failed: {scrub(cause, url)}"
+        finally:
+            engine.dispose()
+    raise SourceError(failure)
+
+
+def _read(
+    engine: sa.Engine, *, table: str | None, query: str | None, chunksize: int, what: str, url: str
+) -> pd.DataFrame:
+    with engine.connect().execution_options(stream_results=True) as connection:
+        if table is not None:
+            schema, _, name = table.rpartition(".")
+            reflected = sa.Table(
+                name, sa.MetaData(), schema=schema or None, autoload_with=connection
+            )
+            statement: Any = sa.select(reflected).order_by(*reflected.primary_key.columns)
+        else:
+            statement = sa.text(query or "")
+        chunks = []
+        rows = 0
+        for chunk in pd.read_sql_query(statement, connection, chunksize=chunksize):
+            chunks.append(chunk)
+            rows += len(chunk)
+            logger.info("Loading %s from %s: %d rows", what, redact(url), rows)
+        if not chunks:  # a query with no rows still has columns, but pandas yields no chunk
             return pd.read_sql_query(statement, connection)
     return _concat(chunks)
 
@@ -139,8 +280,9 @@ class SQLDatasetSource(DatasetSource):
     """
 
     def __init__(self, url: str, *, table: str | None = None, query: str | None = None):
-        # Kept without its password (not with a "***" stand-in), so that a later
-        # load() can take the password from PGPASSWORD or ~/.pgpass.
+        # Kept without its passwords (not with a "***" stand-in), neither the user
+        # info's nor a query parameter's, so that a later load() can take the
+        # password from PGPASSWORD or ~/.pgpass.
         parts = sa.engine.make_url(url)
         self.url = sa.engine.URL.create(
             parts.drivername,
@@ -149,7 +291,7 @@ class SQLDatasetSource(DatasetSource):
             parts.host,
             parts.port,
             parts.database,
-            parts.query,
+            {k: v for k, v in parts.query.items() if k.lower() not in PASSWORD_PARAMETERS},
         ).render_as_string(hide_password=False)
         self.table = table
         self.query = query

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,35 +47,90 @@ RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 5.0, 5.0)
 _retrying = threading.local()
 
 
+# Query parameters that hold a password (any case): psycopg, pyodbc and MySQL
+# drivers take the password from the URL's query string as well as its user info.
+PASSWORD_PARAMETERS = ("password", "pwd", "passwd")
+
+
 def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``.
+    """``url`` with its passwords, if any, replaced by ``***``.
+
+    A password is the one in the user info (``user:password@``) and the value of
+    any ``password``, ``pwd`` or ``passwd`` query parameter, in any case and also
+    when the name is ``%``-encoded: drivers such as psycopg take the password
+    from the query string too.
 
     Examples
     --------
     >>> redact("postgresql://ana:s3cret@db.example/shop")
     'postgresql://ana:***@db.example/shop'
+    >>> redact("postgresql://ana@db.example/shop?sslmode=require&Password=s3cret")
+    'postgresql://ana@db.example/shop?Password=***&sslmode=require'
     >>> redact("https://ana:s3cret@mlflow.example")
     'https://ana:***@mlflow.example'
     >>> redact("sqlite:///shop.db")
     'sqlite:///shop.db'
     """
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        parts = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        return url  # not a URL: a path, which holds no password
+        # Not a URL: a path, which holds no password, or text that may still
+        # carry a query string.
+        names = "|".join(PASSWORD_PARAMETERS)
+        return re.sub(rf"(?i)((?:^|[?&;])(?:{names})=)[^&#;\s]*", r"\1***", url)
+    # make_url has already decoded the parameter names (pass%77ord -> password).
+    query = {
+        key: (("***",) * len(value) if isinstance(value, tuple) else "***")
+        if key.lower() in PASSWORD_PARAMETERS
+        else value
+        for key, value in parts.query.items()
+    }
+    rendered = parts.set(query=query).render_as_string(hide_password=True)
+    # SQLAlchemy quotes the stand-in of a query parameter; show it as written.
+    return rendered.replace("=%2A%2A%2A", "=***")
 
 
 def scrub(error: BaseException | str, url: str) -> str:
-    """The text of ``error`` with the password of ``url`` replaced by ``***``.
+    """The text of ``error`` with every password of ``url`` replaced by ``***``.
 
-    Drivers and HTTP clients sometimes echo the URL they were given.
+    Drivers and HTTP clients sometimes echo the URL they were given, or their own
+    form of it (``password=...`` in a libpq connection string). Each password of
+    ``url`` (see :func:`redact`) is replaced as written in ``url``, ``%``-decoded
+    and ``%``-encoded, and so is the value of any ``password=``, ``pwd=`` or
+    ``passwd=`` in the text.
+
+    Examples
+    --------
+    >>> scrub("no route to db?password=s%40cret (s@cret)", "postgresql://db/x?password=s%40cret")
+    'no route to db?password=*** (***)'
     """
     text = str(error)
+    secrets: set[str] = set()
     try:
-        password = sa.engine.make_url(url).password
+        parts = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        return text
-    return text.replace(str(password), "***") if password else text
+        parts = None
+    if parts is not None:
+        secrets.add(parts.password or "")
+        for key, value in parts.query.items():
+            if key.lower() in PASSWORD_PARAMETERS:
+                secrets.update(value if isinstance(value, tuple) else (value,))
+    for secret in list(secrets):  # as another client might render them
+        secrets.update({urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)})
+    # As written in url, still %-encoded.
+    userinfo = re.match(r"[^:/?#]+://([^/?#]*)@", url)
+    if userinfo and ":" in userinfo.group(1):
+        secrets.add(userinfo.group(1).partition(":")[2])
+    for pair in re.split(r"[&;]", url.partition("?")[2].partition("#")[0]):
+        name, _, written = pair.partition("=")
+        if urllib.parse.unquote_plus(name).lower() in PASSWORD_PARAMETERS:
+            secrets.add(written)
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    # A driver's own connection string (libpq: password='...') holds it as well.
+    names = "|".join(PASSWORD_PARAMETERS)
+    given = r"""'[^']*'|"[^"]*"|[^\s&;#,'"()]+"""
+    return re.sub(rf"(?i)(?<![\w%])((?:{names})\s*=\s*)(?:{given})", r"\1***", text)
 
 
 def is_transient(error: BaseException) -> bool:

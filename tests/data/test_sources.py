@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from mlflow.entities import ViewType
 
 import mlpipe
@@ -220,3 +221,114 @@ def test_postgres_round_trip_never_stores_the_password(postgres_url, tmp_path, c
     with pytest.raises(SourceError) as error:
         mlpipe.load(url.replace(password, password + "-wrong"), table=table)
     assert password not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://ana@db/shop?password=secret", "postgresql://ana@db/shop?password=***"),
+        ("postgresql://ana@db/shop?PASSWORD=secret", "postgresql://ana@db/shop?PASSWORD=***"),
+        ("postgresql://ana@db/shop?pwd=secret", "postgresql://ana@db/shop?pwd=***"),
+        ("mssql+pyodbc://ana@db/shop?Pwd=secret", "mssql+pyodbc://ana@db/shop?Pwd=***"),
+        ("mysql://ana@db/shop?passwd=secret", "mysql://ana@db/shop?passwd=***"),
+        ("postgresql://ana@db/shop?pass%77ord=secret", "postgresql://ana@db/shop?password=***"),
+        ("postgresql://ana@db/shop?password=se%63ret", "postgresql://ana@db/shop?password=***"),
+        (
+            "postgresql://ana:secret@db/shop?sslmode=require&password=secret&password=other",
+            "postgresql://ana:***@db/shop?password=***&password=***&sslmode=require",
+        ),
+        ("postgresql://ana:se%40cret@db/shop", "postgresql://ana:***@db/shop"),
+        ("sqlite:///shop.db?password=secret", "sqlite:///shop.db?password=***"),
+        ("postgresql://ana@db/shop?sslmode=require", "postgresql://ana@db/shop?sslmode=require"),
+    ],
+)
+def test_redaction_of_query_string_passwords(url, redacted):
+    assert redact(url) == redacted
+    assert "secret" not in redact(url) and "se@cret" not in redact(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "text"),
+    [
+        ("postgresql://ana@db/shop?password=secret", "cannot connect to ...?password=secret"),
+        ("postgresql://ana@db/shop?PWD=secret", "bad option PWD=secret, giving up"),
+        ("postgresql://ana@db/shop?pass%77ord=s%65cret", "failed for s%65cret and secret"),
+        ("postgresql://ana:se%40cret@db/shop", "dsn ana:se%40cret@db, password se@cret"),
+        ("postgresql://ana:se%40cret@db/shop", "rendered as se%40cret or se@cret"),
+        ("postgresql://ana@db/shop", "libpq said: host=db password='secret' user=ana"),
+        ("postgresql://ana@db/shop", "dbname=shop password=secret sslmode=require"),
+    ],
+)
+def test_scrub_removes_every_form_of_a_password(url, text):
+    from mlpipe.tracking._store import scrub
+
+    scrubbed = scrub(text, url)
+    for form in ("secret", "s%65cret", "se%40cret", "se@cret"):
+        assert form not in scrubbed
+    assert "***" in scrubbed
+    assert scrub(RuntimeError(text), url) == scrubbed
+
+
+def _exception_texts(error: BaseException | None) -> list[str]:
+    """The text of an exception and of every exception chained to it."""
+    texts = []
+    while error is not None:
+        texts.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return texts
+
+
+# SQLite ignores the query-string password, and SQLAlchemy says so.
+@pytest.mark.filterwarnings("ignore:Query string argument.*password.*:sqlalchemy.exc.SAWarning")
+def test_a_query_string_password_is_stored_nowhere(sqlite_url, tmp_path, caplog):
+    url = sqlite_url + "?password=secret"
+    with caplog.at_level(logging.DEBUG):
+        ds = mlpipe.load(url, table="penguins", target="species")
+        by_query = mlpipe.load(url, query="SELECT * FROM islands", name="islands")
+    run = mlflow.MlflowClient().get_run(ds.run_id)
+    assert run.data.tags[schema.SOURCE] == f"{sqlite_url}?password=***#table=penguins"
+    assert run.data.params[schema.SOURCE_PARAM] == f"{sqlite_url}?password=***#table=penguins"
+    assert ds.source == f"{sqlite_url}?password=***#table=penguins"
+    assert by_query.source == f"{sqlite_url}?password=***#query"
+    (dataset_input,) = run.inputs.dataset_inputs
+    source = mlflow.data.get_source(dataset_input.dataset)
+    assert source.url == sqlite_url  # kept without the password, not with a stand-in
+    assert mlpipe.fingerprint(source.load()) == ds.fingerprint
+    assert "secret" not in _everything_logged(tmp_path)
+    assert "secret" not in caplog.text
+    for bad in ({"table": "nope"}, {"query": "SELECT * FROM nope"}, {"query": "DROP TABLE x"}):
+        with pytest.raises(SourceError) as error:
+            mlpipe.load(url, **bad)
+        texts = _exception_texts(error.value)
+        assert "password=***" in texts[0]
+        assert not any("secret" in text for text in texts), texts
+
+
+@pytest.mark.postgres
+def test_postgres_password_in_the_query_string_is_stored_nowhere(postgres_url, tmp_path, caplog):
+    url, table = postgres_url.split("#")
+    parts = sa.engine.make_url(url)
+    password = parts.password
+    assert password
+    in_query = sa.engine.URL.create(
+        parts.drivername,
+        parts.username,
+        None,
+        parts.host,
+        parts.port,
+        parts.database,
+        {**parts.query, "password": password},
+    )
+    in_query_url = in_query.render_as_string(hide_password=False)
+    assert f"?password={password}" in in_query_url
+    with caplog.at_level(logging.DEBUG):
+        ds = mlpipe.load(in_query_url, table=table, target="species")
+    assert len(ds.frame) == 344
+    logged = _everything_logged(tmp_path)
+    assert "?password=***#table=" in logged
+    assert password not in logged and password not in caplog.text
+    wrong = in_query.update_query_dict({"password": password + "-wrong"})
+    with pytest.raises(SourceError, match="password authentication failed") as error:
+        mlpipe.load(wrong.render_as_string(hide_password=False), table=table)
+    texts = _exception_texts(error.value)
+    assert not any(password in text for text in texts), texts
