@@ -504,16 +504,37 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Hiding(logging.Formatter):
+    """Formats a log line as its message, with passwords hidden by ``hide``."""
+
+    def __init__(self, hide: Any):
+        super().__init__("%(message)s")
+        self.hide = hide
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(self.hide(super().format(record)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
     # Importing MLflow configures its logger, so quiet it only afterwards.
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     from mlpipe.exceptions import MlpipeError
+    from mlpipe.tracking import scrub
+
+    # Whatever this command shows, it shows without the passwords of the URLs it was given.
+    urls = [mlflow.get_tracking_uri(), *(v for v in (getattr(args, "source", None),) if v)]
+
+    def hide(text: str) -> str:
+        for url in urls:
+            text = scrub(text, str(url))
+        return text
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Hiding(hide))
     mlpipe_logger = logging.getLogger("mlpipe")
     mlpipe_logger.addHandler(handler)
     mlpipe_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -533,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         MlflowException,
     ) as error:
         message = error.message if isinstance(error, MlflowException) else str(error)
-        print(f"mlpipe {args.command}: error: {message.strip(chr(34))}", file=sys.stderr)
+        print(f"mlpipe {args.command}: error: {hide(message).strip(chr(34))}", file=sys.stderr)
         return 2
     finally:
         mlpipe_logger.removeHandler(handler)

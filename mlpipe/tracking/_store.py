@@ -133,6 +133,27 @@ def scrub(error: BaseException | str, url: str) -> str:
     return re.sub(rf"(?i)(?<![\w%])((?:{names})\s*=\s*)(?:{given})", r"\1***", text)
 
 
+def scrub_chain(error: BaseException, url: str) -> None:
+    """Remove the passwords of ``url`` from ``error`` and every exception it chains.
+
+    In place: a traceback printed later (``__cause__``, ``__context__``) shows
+    each exception's text as :func:`scrub` leaves it.
+    """
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = str(current)
+        clean = scrub(text, url)
+        if clean != text:
+            current.args = (clean,)
+            if isinstance(getattr(current, "message", None), str):
+                current.message = clean  # type: ignore[attr-defined]  # MlflowException
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` is a store being busy for a moment rather than a real failure."""
     text = str(error).lower()
@@ -196,6 +217,7 @@ def reporting() -> Iterator[Where]:
         yield where
     except (MlflowException, requests.RequestException, sa.exc.SQLAlchemyError) as error:
         uri = mlflow.get_tracking_uri()
+        scrub_chain(error, uri)  # the cause is shown with the TrackingError
         detail = scrub(getattr(error, "message", None) or error, uri).strip().splitlines()
         raise TrackingError(
             f"Stage {where.stage!r} failed while logging to the tracking store {redact(uri)}: "
