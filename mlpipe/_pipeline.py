@@ -19,7 +19,7 @@ from sklearn.utils.metadata_routing import process_routing
 from sklearn.utils.metaestimators import available_if
 
 from mlpipe import schema
-from mlpipe._chain import SKIPPED, LoggedChain, Settings, fit_unlogged, log_chain, stage_type
+from mlpipe._chain import SKIPPED, LoggedChain, Settings, fit_unlogged, log_chain
 from mlpipe._evaluation import IN_EVALUATION
 from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
@@ -27,7 +27,7 @@ from mlpipe.model._package import dtypes_of
 from mlpipe.model._raw import prepare
 from mlpipe.tracking._store import check_name
 
-__all__ = ["LineagePipeline", "stage_type"]
+__all__ = ["LineagePipeline"]
 
 logger = logging.getLogger("mlpipe")
 
