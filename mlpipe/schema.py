@@ -45,6 +45,14 @@ EVALUATION_SKIPPED = "mlpipe.evaluation.skipped"  # why there is no evaluation
 EVALUATION_NO_PLOTS = "mlpipe.evaluation.no_plots"  # why there are no plots, when there are none
 EVALUATION_ROWS_KEPT = "mlpipe.evaluation.predictions_kept"  # rows in PREDICTIONS, if sampled
 OWNER = "mlpipe.owner"  # "host:pid" of the process that logged it (to end it if it dies)
+# The run's lease: while it is open its process beats, setting HEARTBEAT to the time
+# (ms since the epoch, the owner's clock) every MLPIPE_HEARTBEAT_SECONDS. A RUNNING
+# run whose last beat is older than LEASE_SECONDS has lost its owner, on any host.
+HEARTBEAT = "mlpipe.heartbeat"
+LEASE_SECONDS = "mlpipe.lease_seconds"  # seconds without a beat after which it is abandoned
+# On a run that another fit ended FAILED because nobody could end it any more: why
+# (lease expired, owner process dead, store unreachable when its own fit failed).
+ENDED_BECAUSE = "mlpipe.ended_because"
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
 
 # Values of EVALUATION.

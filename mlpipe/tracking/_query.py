@@ -185,7 +185,12 @@ def runs(
     -------
     pandas.DataFrame
         Columns ``run_id, stage, type, key, started, status, upstream`` (a
-        comma-separated list of run ids), ``reused_from``, then the runs' metrics.
+        comma-separated list of run ids), ``reused_from``, ``abandoned``, then the
+        runs' metrics. ``abandoned`` is True for a run whose fit can no longer end
+        it: ``RUNNING`` with its lease expired (no heartbeat for longer than its
+        ``mlpipe.lease_seconds``) or its process on this host dead, which the next
+        fit of its stage ends; or ``FAILED`` by such a fit, the tag
+        ``mlpipe.ended_because`` saying why.
 
     Examples
     --------
@@ -203,6 +208,11 @@ def runs(
     rows: list[dict[str, Any]] = []
     for run in found:
         entry = LineageEntry.from_run(run)
+        abandoned = (
+            store.abandoned_because(run) is not None
+            if entry.status == "RUNNING"
+            else entry.status == "FAILED" and schema.ENDED_BECAUSE in run.data.tags
+        )
         metrics = {k: v for k, v in run.data.metrics.items() if k != schema.KEY_TIME}
         rows.append(
             {
@@ -214,10 +224,21 @@ def runs(
                 "status": entry.status,
                 "upstream": ",".join(entry.upstream),
                 "reused_from": entry.reused_from,
+                "abandoned": abandoned,
                 **metrics,
             }
         )
-    columns = ["run_id", "stage", "type", "key", "started", "status", "upstream", "reused_from"]
+    columns = [
+        "run_id",
+        "stage",
+        "type",
+        "key",
+        "started",
+        "status",
+        "upstream",
+        "reused_from",
+        "abandoned",
+    ]
     frame = pd.DataFrame(
         rows, columns=columns + sorted({k for r in rows for k in r} - set(columns))
     )

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import os
 import random
 import re
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
 import mlflow
 import requests
 import sqlalchemy as sa
@@ -184,14 +186,66 @@ class _RetryingClient(mlflow.MlflowClient):
         return functools.partial(_retry, attribute)
 
 
+# SQLite database files whose tables this process has created or found complete:
+# MLflow keeps one store object per URI and process, and only the first one built
+# creates or migrates the tables.
+_created_stores: set[str] = set()
+_creating = threading.Lock()
+
+
+def sqlite_file(uri: str) -> str | None:
+    """The absolute path of the database file of a ``sqlite:`` URI, else None.
+
+    None for any other store, and for an in-memory or ``file:`` URI database.
+    """
+    if not uri.startswith("sqlite"):
+        return None
+    try:
+        url = sa.engine.make_url(uri)
+    except sa.exc.ArgumentError:
+        return None
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
 def client() -> mlflow.MlflowClient:
     """An ``MlflowClient`` on the current tracking URI that retries transient store errors.
 
     SQLite answers "database is locked" when several processes write at once, and
     PostgreSQL may end a transaction to break a deadlock: such calls are retried
     with growing pauses (about 16 s in all). Any other error is raised at once.
+
+    The first client of a SQLite store in a process is built holding a file lock
+    beside the database (``mlflow.db.lock``): building it creates or migrates
+    the store's tables, and several processes doing so at once on a new file
+    fail inside the migration. Later clients of the same file take no lock.
     """
-    return _RetryingClient()
+    path = sqlite_file(mlflow.get_tracking_uri())
+    if path is None or path in _created_stores:
+        return _RetryingClient()
+    with _creating:
+        if path in _created_stores:
+            return _RetryingClient()
+        # Beside the database: MLflow creates a missing folder, and so does the lock.
+        lock = filelock.FileLock(path + ".lock")
+        try:
+            lock.acquire()  # waits for another process creating it; freed if that one dies
+        except OSError as error:
+            # A folder where no lock file can be written (read-only): the database
+            # cannot be created there either, so there is no creation to serialize.
+            logger.debug("No lock beside %s (%s); building its store without one", path, error)
+            built = _RetryingClient()
+        else:
+            try:
+                built = _RetryingClient()  # creates or migrates the tables, once
+            finally:
+                lock.release()
+        _created_stores.add(path)
+        return built
 
 
 class Where:
@@ -469,19 +523,161 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# Seconds between two beats of a stage run, and the lease: how long a RUNNING run may
+# go without a beat before any fit, on any host, ends it FAILED. Defaults for
+# MLPIPE_HEARTBEAT_SECONDS and MLPIPE_LEASE_SECONDS. The lease is many beats long so
+# that beats missed while the store is busy or restarting (MLflow's HTTP client
+# gives up after about four minutes) do not end a live run.
+HEARTBEAT_SECONDS = 30.0
+LEASE_SECONDS = 600.0
+
+
+def lease_settings() -> tuple[float, float]:
+    """The heartbeat interval and the lease of a stage run starting now, in seconds.
+
+    ``MLPIPE_HEARTBEAT_SECONDS`` and ``MLPIPE_LEASE_SECONDS`` when set, else
+    :data:`HEARTBEAT_SECONDS` and :data:`LEASE_SECONDS`.
+
+    Raises
+    ------
+    ValueError
+        If a value is not a positive number, or the lease is not longer than the beat.
+    """
+    values = []
+    for name, default in (
+        ("MLPIPE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS),
+        ("MLPIPE_LEASE_SECONDS", LEASE_SECONDS),
+    ):
+        text = os.environ.get(name)
+        if text is None:
+            values.append(default)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"{name} must be a positive number of seconds, got {text!r}. Set it to "
+                f"a number such as {default:g}, or unset it for that default."
+            )
+        values.append(value)
+    beat, lease = values
+    if lease <= beat:
+        raise ValueError(
+            f"MLPIPE_LEASE_SECONDS must be longer than MLPIPE_HEARTBEAT_SECONDS (several "
+            f"beats, so that a missed beat does not end a live run), got a lease of {lease:g} s "
+            f"and a beat every {beat:g} s. Lengthen the lease or beat more often."
+        )
+    return beat, lease
+
+
+# Runs whose heartbeat runs in this process: alive, whatever their last beat says.
+_beating: set[str] = set()
+
+
+class _Heartbeat:
+    """Sets the HEARTBEAT tag of a run every ``interval`` seconds until :meth:`stop`.
+
+    A daemon thread, so it never keeps the process alive. A beat that fails (the
+    store down for a moment) is logged and skipped: the lease is many beats long.
+    """
+
+    def __init__(self, client: mlflow.MlflowClient, run_id: str, interval: float):
+        self.client = client
+        self.run_id = run_id
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(
+            target=self._beat, name=f"mlpipe-heartbeat-{run_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        _beating.add(self.run_id)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                # MlflowClient's own method, so one attempt, not retried: a missed beat is
+                # only a late one, and retrying would hold up the end of the run.
+                mlflow.MlflowClient.set_tag(
+                    self.client, self.run_id, schema.HEARTBEAT, str(_now_ms()), synchronous=True
+                )
+            except Exception as error:
+                lines = scrub(error, mlflow.get_tracking_uri()).strip().splitlines()
+                logger.info(
+                    "Heartbeat of run %s failed (%s); the next one is due in %g s",
+                    self.run_id,
+                    lines[0] if lines else type(error).__name__,
+                    self.interval,
+                )
+
+    def stop(self) -> None:
+        """Stop beating; returns once no beat is being written, so none follows the end."""
+        self.stopped.set()
+        self.thread.join()
+        _beating.discard(self.run_id)
+
+
+def abandoned_because(run: Any, now_ms: int | None = None) -> str | None:
+    """Why a RUNNING stage run can no longer be ended by its own fit, or None.
+
+    Its lease expired (no heartbeat for longer than ``mlpipe.lease_seconds``, on any
+    host), or it was started on this host by a process that has died. None for a
+    run that is not RUNNING, that may still be fitting, or that this process is
+    fitting. ``now_ms`` is the time to judge the lease at (default: now).
+    """
+    if run.info.status != "RUNNING" or run.info.run_id in _beating:
+        return None
+    tags = run.data.tags
+    owner = tags.get(schema.OWNER, "")
+    try:
+        last, lease = int(tags[schema.HEARTBEAT]), float(tags[schema.LEASE_SECONDS])
+    except (KeyError, ValueError):
+        pass  # logged before leases existed: only the same-host rule applies
+    else:
+        now_ms = _now_ms() if now_ms is None else now_ms
+        if now_ms - last > lease * 1000:
+            when = dt.datetime.fromtimestamp(last / 1000, tz=dt.UTC)
+            return (
+                f"no heartbeat from {owner or 'its process'} since "
+                f"{when:%Y-%m-%d %H:%M:%S} UTC, longer than its lease of {lease:g} s: "
+                "its process or machine stopped"
+            )
+    owner_host, _, pid = owner.rpartition(":")
+    if owner_host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"its process {owner} is no longer running"
+    return None
+
+
+def _end_abandoned(client: mlflow.MlflowClient, run_id: str, reason: str) -> None:
+    client.set_tag(run_id, schema.ENDED_BECAUSE, reason)
+    end_run(client, run_id, "FAILED")
+    logger.warning("Ended FAILED run %s, left RUNNING: %s", run_id, reason)
+
+
 def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -> list[str]:
     """End FAILED the stage runs left RUNNING by a fit that can no longer end them.
 
     Those are the runs this process could not end because the store was
-    unreachable, and the runs started on this host by a process that has since
-    died (killed, or its machine restarted). Runs of live processes and of other
-    hosts are left alone. Returns the ids of the runs ended.
+    unreachable; the runs of ``experiment_ids`` whose lease expired, whatever host
+    started them (see :func:`abandoned_because`); and the runs started on this host
+    by a process that has since died. Each gets the tag ``mlpipe.ended_because``
+    saying why. Runs that still beat are left alone. Returns the ids of the runs
+    ended.
     """
     ended = []
     mine = _unended.get(mlflow.get_tracking_uri(), set())
     for run_id in list(mine):
         try:
-            end_run(client, run_id, "FAILED")
+            _end_abandoned(
+                client, run_id, "its fit failed while the tracking store could not be reached"
+            )
         except MlflowException as error:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
@@ -489,17 +685,15 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
         ended.append(run_id)
     if not experiment_ids:
         return ended
-    host = socket.gethostname()
     running = client.search_runs(
         experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000
     )
+    now = _now_ms()
     for run in running:
-        owner_host, _, pid = run.data.tags.get(schema.OWNER, "").rpartition(":")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            end_run(client, run.info.run_id, "FAILED")
+        reason = abandoned_because(run, now)
+        if reason is not None:
+            _end_abandoned(client, run.info.run_id, reason)
             ended.append(run.info.run_id)
-    if ended:
-        logger.warning("Ended FAILED %d run(s) left RUNNING by an interrupted fit", len(ended))
     return ended
 
 
@@ -548,7 +742,13 @@ def stage_run(
     cannot be reached to end it, the next fit ends it (see :func:`end_abandoned_runs`);
     meanwhile a RUNNING run is never reused by the cache. ``experiment_id`` saves a
     lookup when the caller already has the stage's experiment.
+
+    While the run is open, a daemon thread beats (tag ``mlpipe.heartbeat``) every
+    ``MLPIPE_HEARTBEAT_SECONDS``; the run records its lease
+    (``mlpipe.lease_seconds``), after which a run that stopped beating is ended by
+    any fit (see :func:`end_abandoned_runs`). The beats stop before the run ends.
     """
+    beat, lease = lease_settings()
     if experiment_id is None:
         experiment_id = get_or_create_experiment(client, experiment_name(stage, project))
     type_ = safe_type(type_)
@@ -560,12 +760,19 @@ def stage_run(
         **{schema.upstream_tag(run_id): f"{s}:{k}" for s, k, run_id in upstream},
         schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
         schema.OWNER: _owner(),
+        schema.HEARTBEAT: str(_now_ms()),
+        schema.LEASE_SECONDS: f"{lease:g}",
         **(tags or {}),
     }
     run = client.create_run(experiment_id, tags=all_tags, run_name=type_)
+    heartbeat = _Heartbeat(client, run.info.run_id, beat)
+    heartbeat.start()
     try:
-        key = _claim_key(client, run, type_)
-        yield StageRun(client, run, key)
+        try:
+            key = _claim_key(client, run, type_)
+            yield StageRun(client, run, key)
+        finally:
+            heartbeat.stop()  # no beat after the end
     except BaseException as error:
         status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
         _end(client, run.info.run_id, status)
