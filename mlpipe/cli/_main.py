@@ -417,6 +417,10 @@ def _run_runs(args: argparse.Namespace) -> int:
         max_results=args.limit,
     )
     columns = ["stage", "key", "status", "run_id", "upstream"]
+    if "abandoned" in table:
+        # A run whose fit died (its lease expired, or a fit ended it for that).
+        abandoned = table["abandoned"].fillna(False).astype(bool)
+        table.loc[abandoned, "status"] = table.loc[abandoned, "status"] + " (abandoned)"
     metrics = [c for c in ("cv_accuracy_mean", "cv_r2_mean", "training_score") if c in table]
     _print_table(table[columns + metrics] if not table.empty else table)
     return 0

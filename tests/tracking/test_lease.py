@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 import mlpipe
 from mlpipe import schema
+from mlpipe.cli import main
 from mlpipe.tracking import _store as store
 
 # A fit whose processing step blocks until the go file appears, after saying (a
@@ -148,7 +149,7 @@ def blocked_fit(tmp_path, tracking_store):
 
 
 @pytest.mark.slow
-def test_a_dead_machines_run_is_ended_when_its_lease_expires(blocked_fit):
+def test_a_dead_machines_run_is_ended_when_its_lease_expires(blocked_fit, capsys):
     process, run_id, _ = blocked_fit(heartbeat=0.2, lease=1.5)
     client = mlflow.MlflowClient()
     tags = client.get_run(run_id).data.tags
@@ -172,6 +173,9 @@ def test_a_dead_machines_run_is_ended_when_its_lease_expires(blocked_fit):
     assert "elsewhere" in reason and "heartbeat" in reason and "1.5 s" in reason
     row = mlpipe.runs(stage="processing").set_index("run_id").loc[run_id]
     assert row["status"] == "FAILED" and bool(row["abandoned"])
+    assert main(["runs", "--stage", "processing"]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if run_id in line]
+    assert len(shown) == 1 and "FAILED (abandoned)" in shown[0]
 
 
 @pytest.mark.slow
