@@ -15,8 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import Model, ModelSignature, infer_signature
-from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import AnyType
+from mlflow.types import DataType, ParamSchema, ParamSpec
 
 from mlpipe import _compat, schema
 from mlpipe.model import _raw, _skops
@@ -91,48 +90,60 @@ def describe_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return described
 
 
-def raw_signature(X: Any, predictions: Any, method: str = "predict") -> ModelSignature:
-    """The signature of the raw-input model, inferred from a sample of raw input.
+def raw_signature(predictions: Any, method: str = "predict") -> ModelSignature:
+    """The signature of the raw-input model: its output and ``params``, no input columns.
 
-    Integer and text columns are declared ``Any``; the model itself brings their
-    values to the training dtypes (see :func:`mlpipe.model._raw.prepare`). The
-    typed declarations each refuse input the model takes (MLflow 3.17):
+    The model checks its input itself (:func:`mlpipe.model._raw.prepare`): every
+    training column present, each brought back to its training dtype, a value it
+    cannot take refused with an error naming the column. No MLflow column type
+    does that job for every dtype (MLflow 3.17):
 
-    * ``long``: served, a ``null`` is refused and ``1.5`` silently becomes ``1``.
-    * ``double``: in process, MLflow refuses an ``int64`` column for it, which is
-      what the training frame holds (even the logged input example is refused).
-    * ``string``: in process, MLflow refuses a text column whose dtype is not
-      text: one whose values are all missing (float ``NaN``), all numbers, or
-      categorical. Served, the request parser makes such columns ``object`` first.
+    * ``double``, ``long``, ``string``, ``datetime``: in process, MLflow refuses
+      columns of the training frame itself: ``int64`` or ``Int64`` for ``double``,
+      a categorical or an all-missing column for ``string``, a time zone for
+      ``datetime``; and it turns ``datetime64[us]`` into ``datetime64[ns]``.
+      Served, ``long`` refuses a ``null`` and truncates ``1.5`` to ``1``, and
+      ``boolean`` takes any text.
+    * ``Any``: MLflow's server refuses every ``text/csv`` body for a signature with
+      one (it reads CSV with the signature's dtypes, which ``Any`` has not), and it
+      checks ``Any`` one value at a time (0.5 to 1 ms per 1,000 rows per column).
 
-    ``Any`` has a cost: MLflow checks it one value at a time, about 1 ms per
-    1,000 rows for a text column and 0.5 ms for an integer one, where a typed
-    column takes one vectorized conversion.
-    Every column is required to be present and every column may hold nulls.
-    ``params`` declares ``method``, whose default is ``method``.
+    ``params`` declares ``method``, whose default is ``method``. The output schema is
+    inferred from ``predictions``.
     """
     params = ParamSchema([ParamSpec("method", DataType.string, method)])
-    whole: list[str] = []
-    if isinstance(X, pd.DataFrame):
-        whole = [c for c, d in X.dtypes.items() if isinstance(d, np.dtype) and d.kind in "iu"]
-        X = X.astype(dict.fromkeys(whole, "float64"))
-    signature = infer_signature(X, predictions)
-    inputs = signature.inputs
-    if isinstance(inputs, Schema) and not inputs.is_tensor_spec():
-        # Every column must be present (a missing one is a client error MLflow
-        # reports by name); any of them may hold nulls.
-        inputs = Schema(
-            [
-                ColSpec(
-                    AnyType() if spec.name in whole or spec.type == DataType.string else spec.type,
-                    spec.name,
-                    required=True,
-                )
-                for spec in inputs.inputs
-                if isinstance(spec, ColSpec)
-            ]
+    outputs = infer_signature(model_output=predictions).outputs
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+def categories_of(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The categories (and whether ordered) of each categorical column, as plain JSON.
+
+    The raw-input model gives a categorical column these categories back, in this
+    order, whatever a request holds. A column whose categories are not all text,
+    whole numbers, finite floats or booleans is left out: it gets the categories
+    its values give.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"size": pd.Categorical(["S", "L"], categories=["S", "M", "L"])})
+    >>> categories_of(frame)
+    {'size': {'categories': ['S', 'M', 'L'], 'ordered': False}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, column in frame.items():
+        dtype = column.dtype
+        if not isinstance(dtype, pd.CategoricalDtype):
+            continue
+        values = [v.item() if isinstance(v, np.generic) else v for v in dtype.categories]
+        plain = all(
+            isinstance(v, str | bool | int) or (isinstance(v, float) and np.isfinite(v))
+            for v in values
         )
-    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=params)
+        if plain:
+            out[str(name)] = {"categories": values, "ordered": bool(dtype.ordered)}
+    return out
 
 
 def log_raw_model(
@@ -166,8 +177,8 @@ def log_raw_model(
         sample, example = X[:_SAMPLE_ROWS], X[:_EXAMPLE_ROWS]
     sample = _raw.prepare(sample, dtypes)
     method = "predict" if hasattr(fitted, "predict") else "transform"
-    signature = raw_signature(sample, getattr(fitted, method)(sample), method)
-    example = _raw.prepare(example, dtypes)
+    signature = raw_signature(getattr(fitted, method)(sample), method)
+    example = _example(_raw.prepare(example, dtypes))
     model = mlflow.initialize_logged_model(
         name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
     )
@@ -176,6 +187,7 @@ def log_raw_model(
         meta = {
             "dtypes": dtypes,
             "columns": describe_columns(X) if isinstance(X, pd.DataFrame) else None,
+            "categories": categories_of(X) if isinstance(X, pd.DataFrame) else None,
         }
         meta_path.write_text(json.dumps(meta))
         code: AbstractContextManager[tuple[Any, list[str] | None, dict[str, str]]]
@@ -212,8 +224,55 @@ def _pickled_model(
         yield _raw.RawInputModel(), None, {"pipeline": str(pipeline_path)}
 
 
+def _example(frame: Any) -> Any:
+    """The input example as a client sends it: durations as ISO 8601 text.
+
+    MLflow writes datetimes in an example as ISO 8601 text but cannot write a
+    duration; the model reads both back to their training dtype.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        return frame
+    durations = [c for c, d in frame.dtypes.items() if isinstance(d, np.dtype) and d.kind == "m"]
+    if not durations:
+        return frame
+    return frame.assign(
+        **{
+            str(c): frame[c].map(lambda v: v.isoformat() if pd.notna(v) else None)
+            for c in durations
+        }
+    )
+
+
 def dtypes_of(X: Any) -> dict[str, str] | None:
-    """The column dtypes the raw-input model will bring served records back to."""
+    """The column dtypes the raw-input model will bring served records back to.
+
+    Each is ``str`` of the column's dtype: a numpy dtype, ``category``, or a
+    datetime with its time zone (``datetime64[us, UTC]``). An ``object`` column of
+    booleans (what a nullable ``boolean`` column becomes once its missing values are
+    ``NaN``) is ``boolean``; a column of any other dtype is ``object``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame(
+    ...     {
+    ...         "when": pd.to_datetime(["2024-01-01"]).as_unit("us").tz_localize("UTC"),
+    ...         "flag": pd.Series([True], dtype=object),
+    ...         "n": [1],
+    ...     }
+    ... )
+    >>> dtypes_of(frame)
+    {'when': 'datetime64[us, UTC]', 'flag': 'boolean', 'n': 'int64'}
+    """
     if not isinstance(X, pd.DataFrame) or not all(isinstance(c, str) for c in X.columns):
         return None
-    return {c: str(d) if isinstance(d, np.dtype) else "object" for c, d in X.dtypes.items()}
+    return {str(c): _dtype_name(X.iloc[:, i]) for i, c in enumerate(X.columns)}
+
+
+def _dtype_name(column: pd.Series) -> str:
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype | pd.DatetimeTZDtype):
+        return str(dtype)
+    if dtype == np.dtype(object) and pd.api.types.infer_dtype(column, skipna=True) == "boolean":
+        return "boolean"
+    return str(dtype) if isinstance(dtype, np.dtype) else "object"

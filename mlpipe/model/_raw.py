@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from typing import Any
+import re
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,14 @@ METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function",
 _ERROR_CHARS = 300
 _SHOWN_VALUES = 5
 _SHOWN_CATEGORIES = 10
+# Text a boolean column takes: what pandas.read_csv reads as a boolean, so that JSON
+# and CSV bodies agree. Anything else (1, "yes", "No") is refused.
+TRUE_TEXT = ("true", "True", "TRUE")
+FALSE_TEXT = ("false", "False", "FALSE")
+# A time followed by a UTC offset ("Z", "+01:00", "-0500", LMT's "+00:09:21").
+_UTC_OFFSET = re.compile(
+    r"[T ]\d{1,2}:\d{2}.*(?:[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d+)?)?)?)\s*$"
+)
 
 
 # --- The one MLflow internal this module uses ------------------------------------
@@ -100,16 +109,28 @@ def _missing_as_nan(column: pd.Series) -> np.ndarray | None:
     return column.to_numpy(dtype=object, na_value=np.nan)
 
 
-def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) -> Any:
+def prepare(
+    frame: Any,
+    dtypes: dict[str, str] | None,
+    *,
+    select: bool = False,
+    categories: dict[str, dict[str, Any]] | None = None,
+) -> Any:
     """Bring raw records to the dtypes the pipeline was fitted on.
 
     With ``select``, columns are also put in training order and extra columns are
     dropped, as the served model does. A column that was integer in training stays
     integer when its values are whole numbers; a fractional value or a missing
     value makes it float64 rather than being truncated. A column that was numeric
-    in training and arrives as text is parsed as numbers; a value that is not a
-    number raises :class:`InputError` (a ``ValueError``) naming the column, the
-    value and its row. A frame that needs no change comes back as is, not copied.
+    in training and arrives as text is parsed as numbers. A datetime or duration
+    column gets its training dtype back exactly, unit and time zone included, from
+    another unit, another time zone or ISO 8601 text. A boolean column takes
+    booleans and the text in ``TRUE_TEXT`` and ``FALSE_TEXT``. A categorical column
+    gets the training categories (``categories``: ``{column: {"categories": [...],
+    "ordered": bool}}``), values never seen appended, so none is lost. A value a
+    column cannot take raises :class:`InputError` (a ``ValueError``) naming the
+    column, what it expects, the value and its row. A frame that needs no change
+    comes back as is, not copied.
     """
     if dtypes is None or not isinstance(frame, pd.DataFrame):
         return normalize_missing(frame)
@@ -128,12 +149,15 @@ def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) 
         # Most columns arrive as they were trained: leave them untouched, unread.
         if isinstance(dtype, np.dtype) and dtype.kind != "O" and expected in (None, str(dtype)):
             continue
+        if isinstance(dtype, pd.DatetimeTZDtype) and expected == str(dtype):
+            continue
         column = original = frame.iloc[:, position]
         values = _missing_as_nan(column)
         if values is not None:
             column = pd.Series(values, index=frame.index, dtype=values.dtype, name=name)
         if expected is not None:
-            column = _as_trained(name, column, expected)
+            known = (categories or {}).get(name)
+            column = _as_trained(name, column, expected, known)
         if column is not original:
             changed[position] = column
     if not changed:
@@ -144,9 +168,22 @@ def prepare(frame: Any, dtypes: dict[str, str] | None, *, select: bool = False) 
     return out
 
 
-def _as_trained(name: str, column: pd.Series, expected: str) -> pd.Series:
+def _as_trained(
+    name: str, column: pd.Series, expected: str, known: dict[str, Any] | None = None
+) -> pd.Series:
     """``column`` brought to the dtype ``expected`` it had in training, when that is safe."""
-    kind = np.dtype(expected).kind if _is_numpy(expected) else "O"
+    trained = _dtype(expected)
+    if isinstance(trained, pd.CategoricalDtype):
+        return _as_category(column, known)
+    if isinstance(trained, pd.BooleanDtype):
+        return _as_boolean(name, column, expected, nullable=True)
+    if isinstance(trained, pd.DatetimeTZDtype):
+        return _as_moment(name, column, expected, trained)
+    kind = trained.kind if isinstance(trained, np.dtype) else "O"
+    if kind == "b":
+        return _as_boolean(name, column, expected, nullable=False)
+    if kind in "mM":
+        return _as_moment(name, column, expected, trained)
     if kind in "iuf" and column.dtype.kind not in "iufb":
         try:
             column = pd.to_numeric(column.astype(object), errors="raise")
@@ -169,12 +206,182 @@ def _as_trained(name: str, column: pd.Series, expected: str) -> pd.Series:
     return column
 
 
-def _is_numpy(dtype: str) -> bool:
+def _dtype(expected: str) -> Any:
+    """The dtype that ``expected`` (``str`` of a dtype) names, or ``None`` if none."""
     try:
-        np.dtype(dtype)
+        return pd.api.types.pandas_dtype(expected)
     except TypeError:
-        return False
-    return True
+        return None
+
+
+def _refuse(
+    name: str, column: pd.Series, bad: Any, expects: str, expected: str, note: str = ""
+) -> NoReturn:
+    """Raise :class:`InputError` for the first ``True`` of ``bad``, a mask of ``column``."""
+    label = _plain(column.index[np.asarray(bad)][0])
+    value = _plain(column[np.asarray(bad)].iloc[0])
+    raise InputError(
+        f"Column {name!r} must hold {expects} ({expected} in training), "
+        f"got {value!r} ({type(value).__name__}) in row {label!r}.{note}"
+    )
+
+
+def _as_boolean(name: str, column: pd.Series, expected: str, *, nullable: bool) -> pd.Series:
+    """A boolean column: ``bool``, or ``object`` holding ``NaN`` where a value is missing.
+
+    ``nullable`` (a ``boolean`` column in training, which the steps saw as such an
+    ``object`` column) keeps the ``object`` column even with no value missing.
+    """
+    if column.dtype == np.dtype(bool) and not nullable:
+        return column
+    values = column.to_numpy(dtype=object, na_value=np.nan)
+    missing = np.asarray(column.isna())
+    out = np.full(len(values), np.nan, dtype=object)
+    bad = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        if missing[i]:
+            continue
+        if isinstance(value, bool | np.bool_):
+            out[i] = bool(value)
+        elif isinstance(value, str) and value in TRUE_TEXT:
+            out[i] = True
+        elif isinstance(value, str) and value in FALSE_TEXT:
+            out[i] = False
+        else:
+            bad[i] = True
+    if bad.any():
+        spelled = ", ".join((*TRUE_TEXT, *FALSE_TEXT[:-1]))
+        note = f" Text is read as a boolean only as {spelled} or {FALSE_TEXT[-1]}."
+        _refuse(name, column, bad, "true or false", expected, note)
+    if nullable or missing.any():
+        return pd.Series(out, index=column.index, dtype=object, name=column.name)
+    return pd.Series(out.astype(bool), index=column.index, name=column.name)
+
+
+def _as_moment(name: str, column: pd.Series, expected: str, trained: Any) -> pd.Series:
+    """A datetime or duration column in the unit (and time zone) it had in training.
+
+    It arrives in another unit or time zone (in memory), or as ISO 8601 text, or as
+    ``Timestamp`` objects (served); a number is refused, since it does not say its
+    unit, and so is a time zone where training had none, or none where it had one.
+    """
+    tz = getattr(trained, "tz", None)
+    durations = isinstance(trained, np.dtype) and trained.kind == "m"
+    dtype = column.dtype
+    if dtype == trained:
+        return column
+    if durations:
+        native = dtype.kind == "m"
+    else:
+        native = isinstance(dtype, pd.DatetimeTZDtype) or dtype.kind == "M"
+    missing = column.isna()
+    what = "durations" if durations else "dates and times"
+    if native:
+        if not durations and (getattr(dtype, "tz", None) is None) != (tz is None):
+            raise InputError(_zone_message(name, expected, tz, f"a {dtype} column"))
+        values = column
+    elif missing.all():
+        return pd.Series(pd.NaT, index=column.index, dtype=trained, name=column.name)
+    else:
+        what += (
+            " as text such as 'P1DT2H' (ISO 8601) or '1 days 02:00:00'"
+            if durations
+            else " as ISO 8601 text"
+        )
+        values = column.astype(object)
+        numbers = values.map(_is_number).astype(bool) & ~missing
+        if numbers.any():
+            _refuse(name, column, numbers, what, expected)
+        if not durations:
+            zoned = values.map(_has_offset).astype(float)
+            wrong = np.asarray((zoned == (0.0 if tz is not None else 1.0)) & ~missing)
+            if wrong.any():
+                value = _plain(values[wrong].iloc[0])
+                got = f"{value!r} ({type(value).__name__})"
+                label = _plain(column.index[wrong][0])
+                raise InputError(_zone_message(name, expected, tz, got, label=label))
+
+    def convert(part: pd.Series) -> pd.Series:
+        if not native:
+            part = _parse_moments(part, durations, tz)
+        elif tz is not None:
+            part = part.dt.tz_convert(tz)
+        return part.astype(trained)
+
+    try:
+        return convert(values).rename(column.name)
+    except (ValueError, TypeError, OverflowError):
+        for position in np.flatnonzero(~np.asarray(missing)):
+            try:
+                convert(values.iloc[[position]])
+            except (ValueError, TypeError, OverflowError) as error:
+                out_of_range = isinstance(
+                    error,
+                    OverflowError | pd.errors.OutOfBoundsDatetime | pd.errors.OutOfBoundsTimedelta,
+                )
+                note = f" It lies outside what {expected} can hold." if out_of_range else ""
+                bad = np.arange(len(values)) == position
+                _refuse(name, values, bad, what, expected, note)
+        raise
+
+
+def _is_number(value: Any) -> bool:
+    # np.timedelta64 is a numpy integer too, but it says its unit.
+    return isinstance(value, int | float | np.number) and not isinstance(value, np.timedelta64)
+
+
+def _parse_moments(values: pd.Series, durations: bool, tz: Any) -> pd.Series:
+    if durations:
+        return pd.to_timedelta(values)
+    parsed = pd.to_datetime(values, format="ISO8601", utc=tz is not None)
+    return parsed.dt.tz_convert(tz) if tz is not None else parsed
+
+
+def _has_offset(value: Any) -> float:
+    """1.0 if a datetime value carries a UTC offset, 0.0 if not, NaN if it cannot tell."""
+    if isinstance(value, str):
+        return 1.0 if _UTC_OFFSET.search(value) else 0.0
+    if isinstance(value, pd.Timestamp) or hasattr(value, "tzinfo"):
+        return 0.0 if getattr(value, "tzinfo", None) is None else 1.0
+    if isinstance(value, np.datetime64):
+        return 0.0
+    return np.nan
+
+
+def _zone_message(name: str, expected: str, tz: Any, got: str, label: Any = None) -> str:
+    row = "" if label is None else f" in row {label!r}"
+    if tz is None:
+        return (
+            f"Column {name!r} held dates and times without a time zone in training "
+            f"({expected}), got {got} with a UTC offset{row}."
+        )
+    return (
+        f"Column {name!r} held dates and times in time zone {tz} in training ({expected}), "
+        f"got {got} without a UTC offset{row}."
+    )
+
+
+def _as_category(column: pd.Series, known: dict[str, Any] | None) -> pd.Series:
+    """A categorical column with the training categories, values never seen appended.
+
+    Without the training categories (``known`` is ``None``, as in memory) a column
+    that is not categorical becomes one with the categories its values give.
+    """
+    current = column.dtype
+    if known is None:
+        return column if isinstance(current, pd.CategoricalDtype) else column.astype("category")
+    categories, ordered = list(known["categories"]), bool(known.get("ordered", False))
+    if (
+        isinstance(current, pd.CategoricalDtype)
+        and current.ordered == ordered
+        and list(current.categories) == categories
+    ):
+        return column
+    values = column.astype(object)
+    present = values[values.notna()]
+    unseen = pd.unique(present[~present.isin(categories)].to_numpy(dtype=object))
+    dtype = pd.CategoricalDtype([*categories, *unseen], ordered=ordered)
+    return pd.Series(pd.Categorical(values, dtype=dtype), index=column.index, name=column.name)
 
 
 def _bad_number(column: pd.Series) -> tuple[Any, Any]:
@@ -306,6 +513,38 @@ def _number(value: float) -> Any:
     return int(value) if whole else value
 
 
+def as_frame(model_input: Any) -> Any:
+    """Records as a data frame: one record as a dict, or a list of them, or columns.
+
+    The model's signature declares no columns, so MLflow hands the model a dict or a
+    list as it got it rather than making a data frame of it first.
+    """
+    if isinstance(model_input, dict) and model_input:
+        # MLflow's parser of "inputs" and "instances" bodies wraps cells in 0-d arrays.
+        columns = {name: _unwrapped(values) for name, values in model_input.items()}
+        if all(np.ndim(v) == 0 for v in columns.values()):
+            return pd.DataFrame([columns])
+        return pd.DataFrame(columns)
+    if (
+        isinstance(model_input, list)
+        and model_input
+        and all(isinstance(r, dict) for r in model_input)
+    ):
+        return pd.DataFrame(model_input)
+    return model_input
+
+
+def _unwrapped(values: Any) -> Any:
+    """A 0-d array as its value; an object array's 0-d arrays as theirs."""
+    if not isinstance(values, np.ndarray):
+        return values
+    if values.ndim == 0:
+        return values.item()
+    if values.dtype == np.dtype(object):
+        return [v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for v in values]
+    return values
+
+
 def empty_result(pipeline: Pipeline, method: str) -> Any:
     """What ``method`` returns for no rows (scikit-learn refuses to run on none)."""
     classes = getattr(pipeline, "classes_", None)
@@ -334,6 +573,7 @@ class RawInputModel(PythonModel):
             meta = json.load(f)
         self.pipeline = Pipeline(self.load_steps(context))
         self.dtypes = meta["dtypes"]
+        self.categories = meta.get("categories")
         self.default_method = "predict" if hasattr(self.pipeline, "predict") else "transform"
 
     def load_steps(self, context: Any) -> list[tuple[str, Any]]:
@@ -364,7 +604,13 @@ class RawInputModel(PythonModel):
         if method not in METHODS or not hasattr(self.pipeline, method):
             known = [m for m in METHODS if hasattr(self.pipeline, m)]
             raise InputError(f"Unknown method {method!r}: this model offers {known}.")
-        X = prepare(model_input, self.dtypes, select=True)
+        frame = as_frame(model_input)
+        if self.dtypes is not None and not isinstance(frame, pd.DataFrame):
+            raise InputError(
+                f"The model takes records with named columns {list(self.dtypes)}: a data "
+                f"frame, a dict or a list of dicts; got {type(model_input).__name__}."
+            )
+        X = prepare(frame, self.dtypes, select=True, categories=getattr(self, "categories", None))
         if len(X) == 0:
             return empty_result(self.pipeline, method)
         try:
