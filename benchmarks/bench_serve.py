@@ -248,7 +248,8 @@ def in_process(
         for name, model in models.items():
             schema = model.metadata.get_input_schema()
             parsed = scoring_server._parse_json_data(data, model.metadata, schema).data
-            enforced = _enforce_schema(parsed, schema)
+            # The raw-input model declares no input columns (it checks them itself).
+            enforced = _enforce_schema(parsed, schema) if schema is not None else parsed
             if name == MLPIPE:
                 python_model = model.unwrap_python_model()
                 chain = python_model.pipeline
@@ -268,8 +269,9 @@ def in_process(
                 "parse JSON": lambda m=model, s=schema, d=data: scoring_server._parse_json_data(
                     d, m.metadata, s
                 ),
-                "enforce schema": lambda p=parsed, s=schema: _enforce_schema(p, s),
             }
+            if schema is not None:
+                parts["enforce schema"] = lambda p=parsed, s=schema: _enforce_schema(p, s)
             if name == MLPIPE:
                 parts["mlpipe prepare"] = lambda e=enforced, m=python_model: prepare(
                     e, m.dtypes, select=True
@@ -278,7 +280,7 @@ def in_process(
             parts["write JSON"] = lambda r=predictions: scoring_server.predictions_to_json(
                 r, io.StringIO()
             )
-            if name == MLPIPE:
+            if name == MLPIPE and schema is not None:
                 typed = typed_schema(schema, python_model.dtypes)
                 typed_parsed = scoring_server._parse_json_data(data, model.metadata, typed).data
                 retyped = _enforce_schema(typed_parsed, typed)

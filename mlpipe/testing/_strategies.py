@@ -111,8 +111,9 @@ def raw_frames(
     records.
 
     Type errors are never generated: text in a numeric column, numbers in a text
-    column, a missing or an extra column. Those break the model's signature,
-    and MLflow rejects them before the model runs.
+    column, a missing or an extra column. A model is expected to refuse those
+    (the raw-input model answers them with an HTTP 400 naming the column); they
+    are not the hostile-but-valid input this strategy is for.
 
     Parameters
     ----------
