@@ -3,8 +3,12 @@
 The cache key of a stage covers: its stage name and type; the class (or function)
 of the step and of everything in its parameters, named by module and qualified
 name with the installed package's version, or, for code that no installed package
-provides (``__main__``, a notebook, a local module), a hash of its source; the
-parameters themselves, canonically; the fit parameters; the cache protocol number
+provides (``__main__``, a notebook, a local module), a hash of what it is: a
+function's compiled form (bytecode, names, constants, default arguments, closure
+values), a class's source and that of its own base classes. Either is the same
+whether the code was read from its file or is the copy a reused stage loaded from
+the store (see :func:`_own_code_hash`). Then the parameters themselves,
+canonically; the fit parameters; the cache protocol number
 (:data:`CACHE_PROTOCOL`, not the mlpipe version: a release keeps every key unless it
 changes what a key means); and the upstream stage's cache key, which ends in the
 data's fingerprint and target. A pipeline with ``serializer="skops"`` adds that
@@ -14,19 +18,25 @@ default pipeline never reuses those).
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import getpass
+import hashlib
 import importlib.metadata
 import inspect
 import json
 import logging
+import os
 import pickle
 import sys
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import sklearn
 import xxhash
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -35,18 +45,22 @@ from mlpipe import schema
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
 from mlpipe.exceptions import NotFoundError, SerializationError
-from mlpipe.model._serialize import installed_distribution, is_installed, loads
+from mlpipe.model._serialize import installed_distribution, loads
 from mlpipe.tracking import _store as store
 
 __all__ = [
     "CACHE_PROTOCOL",
     "Uncacheable",
     "cache_key",
+    "current_user",
     "data_key",
+    "digest",
+    "distrusted",
     "fitting_run",
     "load_stage",
     "load_step",
     "lookup",
+    "output_config",
     "stage_file",
     "stored_output",
 ]
@@ -57,7 +71,12 @@ logger = logging.getLogger("mlpipe")
 # The meaning of a cache key. It changes only when what a key covers, or how it is
 # computed, changes (see the changelog); a new mlpipe release alone keeps every key.
 # 1 was the package version itself (every release refitted everything).
-CACHE_PROTOCOL = 2
+# 3: a function no installed package provides is known by its compiled form
+# (bytecode, names, constants, defaults, closure values), no longer by its source
+# text, which its copy loaded from the store does not have; a function without a
+# module is no longer taken for a builtin; sets are canonical, not pickled.
+CACHE_PROTOCOL = 3
+_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # what bytecode means
 
 
 class Uncacheable(Exception):
@@ -92,68 +111,143 @@ def cache_key(
 
 
 @functools.cache
-def _code_identity_cached(module: str, qualname: str, obj: Any) -> dict[str, Any]:
-    top = module.partition(".")[0]
+def _installed_identity(top: str) -> dict[str, str] | None:
+    """How code of top-level module ``top`` is known when it comes with Python or a package."""
     if top in sys.stdlib_module_names or top == "builtins":
-        return {"code": f"{module}.{qualname}", "python": sys.version.split()[0]}
+        return {"python": sys.version.split()[0]}
     if top == "mlpipe":
-        return {"code": f"{module}.{qualname}", "version": __version__}
+        return {"version": __version__}
     distribution = installed_distribution(top)
     if distribution is not None:
-        version = importlib.metadata.version(distribution)
-        return {"code": f"{module}.{qualname}", "version": f"{distribution}=={version}"}
-    return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+        return {"version": f"{distribution}=={importlib.metadata.version(distribution)}"}
+    return None
 
 
 def _code_identity(obj: Any) -> dict[str, Any]:
-    module = str(getattr(obj, "__module__", None) or "builtins")
+    module = getattr(obj, "__module__", None)
+    # A function exec'd with globals that have no __name__ has no module: it is
+    # unknown code, not the builtins module.
+    module = module if isinstance(module, str) and module else "<unknown>"
     qualname = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj)))
-    if module == "__main__" or qualname.endswith("<lambda>") or "<locals>" in qualname:
-        # Code that can change between two fits of one session: never cache its identity.
-        return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+    name = f"{module}.{qualname}"
+    installed = _installed_identity(module.partition(".")[0])
+    if installed is not None:
+        return {"code": name, **installed}
+    return {"code": name, "hash": _own_code_hash(obj)}
+
+
+# The ids of the functions and classes whose identity is being computed further up:
+# a recursive closure, or a method whose `super()` cell holds its own class, meets
+# itself again.
+_IN_PROGRESS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "mlpipe_code_in_progress", default=frozenset()
+)
+
+
+def _own_code_hash(obj: Any) -> str:
+    """A hash of code that no installed package provides, the same from file or store.
+
+    A function is known by its compiled form (bytecode, names, constants, defaults,
+    closure values), never by its source: the copy that a reused stage holds, which
+    cloudpickle rebuilt from the store, has no file to read. A class is known by its
+    source and that of its base classes that no installed package provides: the copy
+    a reused stage holds is the class itself in the process that stored it (cloudpickle
+    tracks classes) and is found in its module's file in any other, while its current
+    attribute values may be runtime state (a counter, a cache) that its source does not
+    have. A class without a source file (a notebook cell) is known by its methods'
+    compiled form.
+    """
+    in_progress = _IN_PROGRESS.get()
+    if id(obj) in in_progress:
+        return "cycle"
+    token = _IN_PROGRESS.set(in_progress | {id(obj)})
     try:
-        return _code_identity_cached(module, qualname, obj)
-    except TypeError:  # unhashable callable object
-        return {"code": f"{module}.{qualname}", "source": _source_hash(obj)}
+        if isinstance(obj, type):
+            described: Any = _class_description(obj)
+        elif isinstance(obj, types.FunctionType):
+            described = _function_description(obj)
+        else:
+            raise Uncacheable(f"no code for {obj!r}")
+    finally:
+        _IN_PROGRESS.reset(token)
+    return xxhash.xxh3_128_hexdigest(json.dumps(described, sort_keys=True, default=str).encode())
 
 
-def _source_hash(obj: Any) -> str:
-    parts = []
-    targets = [obj]
-    if isinstance(obj, type):
-        # Base classes defined outside installed packages change behaviour too.
-        targets = [
-            c
-            for c in obj.__mro__
-            if c is not object and not is_installed((c.__module__ or "").partition(".")[0])
-        ]
-    for target in targets:
+def _function_description(function: types.FunctionType) -> dict[str, Any]:
+    return {
+        "python": _PYTHON,
+        "code": _code_text(function.__code__),
+        "defaults": _canonical(function.__defaults__),
+        "kwdefaults": _canonical(function.__kwdefaults__),
+        "closure": [_canonical(_cell_value(cell)) for cell in function.__closure__ or ()],
+    }
+
+
+def _cell_value(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not filled yet
+        return "<empty cell>"
+
+
+def _class_description(cls: type) -> list[Any]:
+    described: list[Any] = [[f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__]]
+    for target in cls.__mro__:
+        if _installed_identity((target.__module__ or "").partition(".")[0]) is not None:
+            continue
         try:
-            parts.append(inspect.getsource(target))
+            described.append(inspect.getsource(target))
         except (OSError, TypeError):
-            # A notebook's or an interactive session's code has no file to read:
-            # hash the compiled code of the function, or of each method of the class.
-            parts.append(_compiled_hash(target))
-    return xxhash.xxh3_128_hexdigest("\n".join(parts).encode())
+            # A notebook's or an interactive session's class has no file to read.
+            described.append(_methods_description(target))
+    return described
 
 
-def _compiled_hash(target: Any) -> str:
-    functions = (
-        [(k, inspect.unwrap(v)) for k, v in sorted(vars(target).items()) if callable(v)]
-        if isinstance(target, type)
-        else [("", inspect.unwrap(target))]
-    )
-    functions = [(k, f) for k, f in functions if hasattr(f, "__code__")]
-    if not functions:
-        raise Uncacheable(f"no source or code for {target!r}")
-    return "|".join(f"{name}:{_code_text(f.__code__)}" for name, f in functions)
+def _methods_description(cls: type) -> dict[str, Any]:
+    methods: dict[str, Any] = {}
+    for name, value in sorted(vars(cls).items()):
+        if isinstance(value, staticmethod | classmethod):
+            methods[name] = {type(value).__name__: _canonical(value.__func__)}
+        elif isinstance(value, property):
+            methods[name] = {
+                "property": [_canonical(f) for f in (value.fget, value.fset, value.fdel)]
+            }
+        elif isinstance(value, functools.cached_property):
+            methods[name] = {"cached_property": _canonical(value.func)}
+        elif isinstance(value, types.FunctionType):
+            methods[name] = _canonical(value)
+    if not methods:
+        raise Uncacheable(f"no source or code for {cls!r}")
+    return {"python": _PYTHON, "methods": methods}
 
 
 def _code_text(code: types.CodeType) -> str:
     # marshal.dumps is not stable for one code object (its reference flags follow
-    # reference counts): spell out the bytecode, names and constants instead.
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
-    return f"{code.co_code.hex()}/{code.co_names}/{code.co_varnames}/{consts}"
+    # reference counts), and the file name and line numbers differ between a
+    # function compiled from its file and its copy rebuilt from the store: spell out
+    # what the code does instead.
+    parts = [
+        code.co_code.hex(),
+        repr(code.co_names),
+        repr(code.co_varnames),
+        repr(code.co_freevars),
+        repr(code.co_cellvars),
+        f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},{code.co_flags}",
+        getattr(code, "co_exceptiontable", b"").hex(),
+        _constant_text(code.co_consts),
+    ]
+    return "/".join(parts)
+
+
+def _constant_text(value: Any) -> str:
+    if isinstance(value, types.CodeType):
+        return _code_text(value)
+    if isinstance(value, tuple):
+        return "(" + ",".join(_constant_text(v) for v in value) + ")"
+    if isinstance(value, frozenset):
+        # `x in {"a", "b"}` compiles to a frozenset, whose order follows the hash seed.
+        return "frozenset(" + ",".join(sorted(_constant_text(v) for v in value)) + ")"
+    return repr(value)
 
 
 def _canonical(value: Any) -> Any:
@@ -165,6 +259,13 @@ def _canonical(value: Any) -> Any:
         return [type(value).__name__, [_canonical(v) for v in value]]
     if isinstance(value, dict):
         return {"dict": sorted(([repr(k), _canonical(v)] for k, v in value.items()))}
+    if isinstance(value, set | frozenset):
+        items = (json.dumps(_canonical(v), sort_keys=True, default=str) for v in value)
+        return {type(value).__name__: sorted(items)}
+    if isinstance(value, types.ModuleType):
+        # A module a closure holds, like a global it uses: known by name and version.
+        top = value.__name__.partition(".")[0]
+        return {"module": value.__name__, **(_installed_identity(top) or {})}
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
         if data.dtype == object:
@@ -202,10 +303,91 @@ def _canonical(value: Any) -> Any:
     return {"object": _code_identity(type(value)), "pickle": xxhash.xxh3_128_hexdigest(pickled)}
 
 
+def current_user() -> str:
+    """The user MLflow's own runs record in ``mlflow.user``: ``MLFLOW_TRACKING_USERNAME``,
+    else the login name. Nothing checks it: any client can claim any name."""
+    name = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no login name: MLflow says "unknown" too
+        return "unknown"
+
+
+def digest(data: bytes) -> str:
+    """The digest recorded for a stored artifact: ``sha256:<hex>``."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def distrusted(run: Run, trusted_users: Sequence[str] | None) -> str | None:
+    """Why ``run`` is not reused under ``trusted_users``, or None when it may be."""
+    if trusted_users is None:
+        return None
+    user = run.data.tags.get(schema.MLFLOW_USER)
+    if user in trusted_users:
+        return None
+    return f"it was created by {user!r}, not one of trusted_users={list(trusted_users)}"
+
+
+def _incomplete(run: Run, *, stage: str | None, need_model: bool) -> str | None:
+    """Why ``run`` lacks what a reused stage needs, or None when its metadata is complete."""
+    tags = run.data.tags
+    required = [schema.KEY, schema.STAGE, schema.TYPE, schema.SERIALIZER, schema.STAGE_DIGEST]
+    if need_model:
+        required.append(schema.MODEL_URI)
+    missing = [name for name in required if not tags.get(name)]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    version = tags.get(schema.SCHEMA_VERSION_TAG)
+    if version != schema.SCHEMA_VERSION:
+        return (
+            f"its {schema.SCHEMA_VERSION_TAG} is {version!r}, "
+            f"this mlpipe writes {schema.SCHEMA_VERSION!r}"
+        )
+    if stage is not None and tags[schema.STAGE] != stage:
+        return f"its {schema.STAGE} is {tags[schema.STAGE]!r}, not {stage!r}"
+    return None
+
+
+def _unusable_source(
+    client: mlflow.MlflowClient, run: Run, trusted_users: Sequence[str] | None
+) -> str | None:
+    """For a run that reused its stage from another, why that other run cannot serve."""
+    source_id = run.data.tags.get(schema.REUSED_FROM)
+    if not source_id:
+        return None
+    try:
+        source = client.get_run(source_id)
+    except MlflowException:
+        return f"the run it reuses, {source_id}, does not exist"
+    if source.info.lifecycle_stage != "active" or source.info.status != "FINISHED":
+        return f"the run it reuses, {source_id}, is deleted or not FINISHED"
+    why = _incomplete(source, stage=run.data.tags[schema.STAGE], need_model=False)
+    if why is None and source.data.tags.get(schema.REUSED_FROM):
+        why = f"it names {source.data.tags[schema.REUSED_FROM]} in turn"
+    for name in (schema.CACHE_KEY, schema.STAGE_DIGEST):
+        if why is None and source.data.tags.get(name) != run.data.tags.get(name):
+            why = f"its {name} differs"
+    why = why or distrusted(source, trusted_users)
+    return f"the run it reuses, {source_id}, cannot serve: {why}" if why else None
+
+
 def lookup(
-    client: mlflow.MlflowClient, experiment_id: str, key: str, *, need_model: bool
+    client: mlflow.MlflowClient,
+    experiment_id: str,
+    key: str,
+    *,
+    need_model: bool,
+    stage: str | None = None,
+    trusted_users: Sequence[str] | None = None,
 ) -> Run | None:
-    """The newest FINISHED, non-deleted run of ``experiment_id`` with cache key ``key``."""
+    """The newest FINISHED, non-deleted run of ``experiment_id`` with cache key ``key``
+    that may be reused: its metadata is complete (and that of the run it reuses from,
+    if any), and, with ``trusted_users``, they were created by one of those users.
+
+    Every candidate passed over is named on the ``mlpipe`` logger at INFO, with why.
+    """
     found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{schema.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
@@ -213,20 +395,20 @@ def lookup(
         max_results=10,
     )
     for run in found:
-        if need_model and schema.MODEL_URI not in run.data.tags:
-            continue
-        source = run.data.tags.get(schema.REUSED_FROM)
-        if source and not _active(client, source):
-            continue  # it points at a fitted stage that was deleted
-        return run
+        why = (
+            _incomplete(run, stage=stage, need_model=need_model)
+            or distrusted(run, trusted_users)
+            or _unusable_source(client, run, trusted_users)
+        )
+        if why is None:
+            return run
+        logger.info(
+            "Stage %s: run %s has the cache key but is not reused: %s.",
+            stage or run.data.tags.get(schema.STAGE),
+            run.info.run_id,
+            why,
+        )
     return None
-
-
-def _active(client: mlflow.MlflowClient, run_id: str) -> bool:
-    try:
-        return bool(client.get_run(run_id).info.lifecycle_stage == "active")
-    except MlflowException:
-        return False
 
 
 def fitting_run(client: mlflow.MlflowClient, run: Run) -> Run:
@@ -240,19 +422,45 @@ def stage_file(serializer: str) -> str:
     return schema.STAGE_SKOPS_FILE if serializer == "skops" else schema.STAGE_FILE
 
 
+def _read_checked(run: Run, artifact: str, digest_tag: str) -> bytes:
+    """The bytes of ``run``'s ``artifact``, once they match the digest the run recorded.
+
+    A run without that digest (logged before mlpipe recorded them) is read as it is.
+
+    Raises
+    ------
+    SerializationError
+        If the bytes do not match the recorded digest: the artifact was replaced or
+        changed after the run recorded it, or only partly written.
+    """
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
+    with open(path, "rb") as f:
+        data = f.read()
+    expected = run.data.tags.get(digest_tag)
+    if expected is not None and digest(data) != expected:
+        raise SerializationError(
+            f"Run {run.info.run_id}'s {artifact} does not match the digest its "
+            f"{digest_tag} tag recorded ({expected}); got {digest(data)}. It was replaced or "
+            "changed after the run stored it, or only partly written: it is not loaded."
+        )
+    return data
+
+
 def load_step(run: Run, *, skops_only: bool = False) -> tuple[Any, bytes, str]:
     """The fitted step stored by ``run`` (a :func:`fitting_run`), its bytes and serializer.
 
     The run's serializer tag says how the step was saved. With ``skops_only`` (a
     pipeline with ``serializer="skops"``) a step saved any other way is refused
     rather than unpickled, whatever the tag says, and a skops step is loaded only
-    once its types are checked.
+    once its types are checked. Nothing is loaded from bytes that do not match the
+    digest the run recorded.
 
     Raises
     ------
     SerializationError
-        With ``skops_only``, if the run did not save its step with skops; or if a
-        skops step holds an untrusted type.
+        With ``skops_only``, if the run did not save its step with skops; if the
+        stored bytes do not match the run's digest; or if a skops step holds an
+        untrusted type.
     """
     serializer = run.data.tags.get(schema.SERIALIZER, "cloudpickle")
     if skops_only and serializer != "skops":
@@ -260,28 +468,48 @@ def load_step(run: Run, *, skops_only: bool = False) -> tuple[Any, bytes, str]:
             f"Run {run.info.run_id} saved its fitted step with {serializer}, and a "
             "pipeline with serializer='skops' never unpickles."
         )
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id,
-        artifact_path=f"{schema.STAGE_ARTIFACT}/{stage_file(serializer)}",
+    data = _read_checked(
+        run, f"{schema.STAGE_ARTIFACT}/{stage_file(serializer)}", schema.STAGE_DIGEST
     )
-    with open(path, "rb") as f:
-        data = f.read()
     return loads(data, serializer), data, serializer
 
 
 def stored_output(run: Run) -> Any:
-    """The output on its training data that ``run`` (a :func:`fitting_run`) stored, or None."""
-    artifact = run.data.tags.get(schema.OUTPUT)
-    if artifact is None or run.data.tags.get(schema.SERIALIZER) == "skops":
+    """The output on its training data that ``run`` (a :func:`fitting_run`) stored, or None.
+
+    None also when the output is not what the stage gives now (it was made under
+    another ``sklearn.set_config(transform_output=...)``), when the run recorded no
+    digest for it, or when it does not match its digest: the caller then transforms
+    the training data itself.
+    """
+    tags = run.data.tags
+    artifact = tags.get(schema.OUTPUT)
+    if artifact is None or tags.get(schema.SERIALIZER) == "skops":
         # The output is a pickle, which a stage saved with skops is never read from.
         return None
+    made_under, now = tags.get(schema.OUTPUT_CONFIG), output_config()
+    why = None
+    if made_under is None or schema.OUTPUT_DIGEST not in tags:
+        why = f"it has no {schema.OUTPUT_CONFIG} or {schema.OUTPUT_DIGEST}"
+    elif made_under != now:
+        why = f"it was made under transform_output={made_under!r}, this fit runs under {now!r}"
+    if why is not None:
+        logger.info(
+            "Not using the stored output of run %s: %s; transforming the training data instead.",
+            run.info.run_id,
+            why,
+        )
+        return None
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except (MlflowException, OSError, pickle.UnpicklingError) as error:
+        return pickle.loads(_read_checked(run, artifact, schema.OUTPUT_DIGEST))
+    except (MlflowException, OSError, pickle.UnpicklingError, SerializationError) as error:
         logger.warning("Cannot read the stored output of run %s: %s", run.info.run_id, error)
         return None
+
+
+def output_config() -> str:
+    """scikit-learn's ``transform_output`` setting, which decides the type of a stage's output."""
+    return str(sklearn.get_config()["transform_output"])
 
 
 def load_stage(run_id: str) -> Any:
@@ -289,7 +517,9 @@ def load_stage(run_id: str) -> Any:
 
     For a run that reused an earlier fit (``mlpipe.reused_from``), the stage of the
     run that fitted it. Loading a stage saved with cloudpickle or dill unpickles it,
-    which runs code from the store: load only from a store you trust.
+    which runs code from the store: load only from a store you trust. The stored
+    file is loaded only if it matches the digest its run recorded
+    (``mlpipe.stage_digest``; runs logged before mlpipe recorded digests have none).
 
     Parameters
     ----------
@@ -306,6 +536,9 @@ def load_stage(run_id: str) -> Any:
     NotFoundError
         If the run is not a FINISHED stage run holding a fitted stage (a load run, a
         failed run).
+    SerializationError
+        If the stored file does not match its run's digest: it was replaced, altered
+        or only partly written.
 
     Examples
     --------

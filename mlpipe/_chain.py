@@ -26,10 +26,14 @@ from mlpipe import schema
 from mlpipe._cache import (
     Uncacheable,
     cache_key,
+    current_user,
     data_key,
+    digest,
+    distrusted,
     fitting_run,
     load_step,
     lookup,
+    output_config,
     stage_file,
     stored_output,
 )
@@ -74,6 +78,7 @@ class Settings:
     types: dict[str, str] | None
     serializer: str
     verbose: bool
+    trusted_users: tuple[str, ...] | None = None  # reuse only runs these users created
 
 
 @dataclass(frozen=True)
@@ -174,10 +179,14 @@ class _ChainLogger:
             frame, target = as_frame(raw_X, y)
             if settings.cache:
                 dataset = find_frame_load(client, frame, target=target, project=settings.project)
+                dataset = self._trusted_load(dataset)
             if dataset is None:
                 dataset = log_load(
                     frame, name="frame", source="frame:fit", target=target, project=settings.project
                 )
+                # Who logged it, so that a fit with trusted_users may reuse it later.
+                if dataset.run_id is not None:
+                    client.set_tag(dataset.run_id, schema.MLFLOW_USER, current_user())
                 _say(settings, "load", dataset.key, "logged", start)
             else:
                 _say(settings, "load", dataset.key, f"reused from run {dataset.run_id}", start)
@@ -194,7 +203,9 @@ class _ChainLogger:
         model_uri: str | None = None
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
-        common_tags = {schema.VERSION: __version__}
+        # mlflow.user as MLflow's own runs have it (MlflowClient.create_run takes the
+        # run's user_id from it too): what trusted_users compares.
+        common_tags = {schema.VERSION: __version__, schema.MLFLOW_USER: current_user()}
         commit = store.git_commit()
         if commit:
             common_tags[schema.GIT_COMMIT] = commit
@@ -218,7 +229,12 @@ class _ChainLogger:
             hit = None
             if key is not None:
                 hit = lookup(
-                    client, experiments[name], key, need_model=is_last and settings.log_model
+                    client,
+                    experiments[name],
+                    key,
+                    need_model=is_last and settings.log_model,
+                    stage=name,
+                    trusted_users=settings.trusted_users,
                 )
             loaded = self._load_cached(hit) if hit is not None else None
             if hit is not None and loaded is not None:
@@ -270,7 +286,7 @@ class _ChainLogger:
                     run.log(
                         params=_flat_params(est),
                         metrics={schema.FIT_TIME: seconds},
-                        tags={schema.SERIALIZER: serializer},
+                        tags={schema.SERIALIZER: serializer, schema.STAGE_DIGEST: digest(data)},
                     )
                     if is_last:
                         model_uri = self._log_final(
@@ -313,7 +329,8 @@ class _ChainLogger:
         source = hit_tags.get(schema.REUSED_FROM) or hit.info.run_id
         copied = {
             schema.REUSED_FROM: source,
-            schema.SERIALIZER: hit_tags.get(schema.SERIALIZER, "cloudpickle"),
+            schema.SERIALIZER: hit_tags[schema.SERIALIZER],
+            schema.STAGE_DIGEST: hit_tags[schema.STAGE_DIGEST],
             **({schema.MODEL_URI: model_uri} if model_uri else {}),
             **{k: v for k, v in hit_tags.items() if k.startswith(schema.EVALUATION)},
         }
@@ -332,6 +349,16 @@ class _ChainLogger:
             if model_uri:
                 self._log_graph(run.run_id, {**run_ids, name: run.run_id}, reused)
         return run.run_id, run.key, model_uri
+
+    def _trusted_load(self, dataset: Dataset | None) -> Dataset | None:
+        """``dataset``, an earlier load run of the frame, unless trusted_users rule it out."""
+        if dataset is None or dataset.run_id is None or self.settings.trusted_users is None:
+            return dataset
+        why = distrusted(self.client.get_run(dataset.run_id), self.settings.trusted_users)
+        if why is None:
+            return dataset
+        logger.info("Stage load: run %s is not reused: %s.", dataset.run_id, why)
+        return None
 
     def _load_cached(self, hit: Run) -> tuple[Any, bytes, str, Run] | None:
         """The cached fitted stage (with its bytes, serializer and the run that fitted it),
@@ -462,7 +489,14 @@ def _log_output(run: store.StageRun, output: Any, folder: Path) -> None:
     path = folder / schema.STAGE_OUTPUT
     path.write_bytes(data)
     run.client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
-    run.log(tags={schema.OUTPUT: f"{schema.STAGE_ARTIFACT}/{schema.STAGE_OUTPUT}"})
+    run.log(
+        tags={
+            schema.OUTPUT: f"{schema.STAGE_ARTIFACT}/{schema.STAGE_OUTPUT}",
+            schema.OUTPUT_DIGEST: digest(data),
+            # The output's type follows this setting: it is read back only under the same.
+            schema.OUTPUT_CONFIG: output_config(),
+        }
+    )
 
 
 class _LazyData:

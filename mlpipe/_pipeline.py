@@ -134,6 +134,16 @@ class LineagePipeline(Pipeline):
         not logged says so, and why, on the ``mlpipe`` logger (INFO; WARNING,
         once per search, for the candidates of a search). See
         :doc:`/concepts`.
+    trusted_users : list of str, optional
+        Reuse only cached stages whose runs (and the runs they reuse from) were
+        created by one of these users, as MLflow records them in the tag
+        ``mlflow.user``; the load run that ``fit(X, y)`` would reuse too. A cache hit
+        created by anyone else is fitted again instead, with an INFO line on the
+        ``mlpipe`` logger saying why. By default every run in the store is trusted:
+        anyone who can write to it can plant a stage that your next fit loads. MLflow
+        does not check the name a client gives, so this keeps out mistakes and
+        honest colleagues' runs, not a writer who claims your name. See
+        :doc:`/caching`, "What the cache trusts".
 
     Attributes
     ----------
@@ -182,6 +192,7 @@ class LineagePipeline(Pipeline):
         "types": [dict, None],
         "serializer": [StrOptions({"cloudpickle", "skops"})],
         "log": [StrOptions({"auto"}), "boolean"],
+        "trusted_users": [list, tuple, None],
     }
 
     def __init__(
@@ -199,6 +210,7 @@ class LineagePipeline(Pipeline):
         types: dict[str, str] | None = None,
         serializer: str = "cloudpickle",
         log: bool | str = "auto",
+        trusted_users: list[str] | None = None,
     ):
         super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
         self.project = project
@@ -209,6 +221,7 @@ class LineagePipeline(Pipeline):
         self.types = types
         self.serializer = serializer
         self.log = log
+        self.trusted_users = trusted_users
 
     # --- fitting -------------------------------------------------------------------
 
@@ -335,6 +348,7 @@ class LineagePipeline(Pipeline):
             types=self.types,
             serializer=self.serializer,
             verbose=self.verbose,
+            trusted_users=None if self.trusted_users is None else tuple(self.trusted_users),
         )
 
     def _check_settings(self) -> None:
@@ -358,6 +372,13 @@ class LineagePipeline(Pipeline):
             raise StageError(
                 f"Step name {schema.LOAD_STAGE!r} is reserved for the data's load stage; "
                 f"got steps {names}. Rename that step."
+            )
+        if self.trusted_users is not None and not all(
+            isinstance(user, str) and user for user in self.trusted_users
+        ):
+            raise StageError(
+                "trusted_users must list user names, as MLflow records them in the tag "
+                f"'{schema.MLFLOW_USER}' (non-empty strings); got {self.trusted_users!r}."
             )
         if self.serializer == "skops":
             from mlpipe.model._skops import check_steps
@@ -446,6 +467,7 @@ class LineagePipeline(Pipeline):
                 "types",
                 "serializer",
                 "log",
+                "trusted_users",
             )
             item.set_params(**{name: getattr(self, name) for name in own})
         return item

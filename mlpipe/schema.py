@@ -121,3 +121,18 @@ def upstream_tag(run_id: str) -> str:
     ``search_runs`` filter: ``tags.`mlpipe.upstream.<X>` != ''``.
     """
     return f"{UPSTREAM_PREFIX}{run_id}"
+
+
+# What the stage cache trusts (see docs/caching.rst, "What the cache trusts").
+# On pipeline stage runs that saved a fitted stage, and on the copies that name them
+# in REUSED_FROM: "sha256:<hex>" of stage/stage.pkl (or .skops), checked before loading.
+STAGE_DIGEST = "mlpipe.stage_digest"
+# On a run that stored its output (see OUTPUT): "sha256:<hex>" of stage/output.pkl,
+# checked before reading it, and sklearn's transform_output setting it was made under
+# ("default", "pandas", "polars"): it is used only under the same setting.
+OUTPUT_DIGEST = "mlpipe.output_digest"
+OUTPUT_CONFIG = "mlpipe.output_config"
+# MLflow's own tag: who created the run, as the client said (MLflow does not check it).
+# mlpipe sets it on every stage run and on the load runs fit(X, y) logs; a pipeline's
+# trusted_users compares it.
+MLFLOW_USER = "mlflow.user"
