@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from mlpipe._version import __version__
 
 if TYPE_CHECKING:
+    from mlpipe._cache import load_stage
     from mlpipe._graph import lineage_graph
     from mlpipe._pipeline import LineagePipeline
     from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
     from mlpipe.data import Dataset, fingerprint, load
-    from mlpipe._cache import load_stage
     from mlpipe.tracking._query import (
         Chain,
         LineageEntry,

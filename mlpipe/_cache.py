@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import getpass
 import hashlib
 import importlib.metadata
 import inspect
 import json
 import logging
-import os
 import pickle
 import sys
 import types
@@ -52,7 +50,6 @@ __all__ = [
     "CACHE_PROTOCOL",
     "Uncacheable",
     "cache_key",
-    "current_user",
     "data_key",
     "digest",
     "distrusted",
@@ -301,18 +298,6 @@ def _canonical(value: Any) -> Any:
     except Exception as error:
         raise Uncacheable(f"cannot identify {type(value).__name__}: {error}") from None
     return {"object": _code_identity(type(value)), "pickle": xxhash.xxh3_128_hexdigest(pickled)}
-
-
-def current_user() -> str:
-    """The user MLflow's own runs record in ``mlflow.user``: ``MLFLOW_TRACKING_USERNAME``,
-    else the login name. Nothing checks it: any client can claim any name."""
-    name = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if name:
-        return name
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError, ImportError):  # no login name: MLflow says "unknown" too
-        return "unknown"
 
 
 def digest(data: bytes) -> str:

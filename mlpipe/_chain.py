@@ -26,7 +26,6 @@ from mlpipe import schema
 from mlpipe._cache import (
     Uncacheable,
     cache_key,
-    current_user,
     data_key,
     digest,
     distrusted,
@@ -184,9 +183,6 @@ class _ChainLogger:
                 dataset = log_load(
                     frame, name="frame", source="frame:fit", target=target, project=settings.project
                 )
-                # Who logged it, so that a fit with trusted_users may reuse it later.
-                if dataset.run_id is not None:
-                    client.set_tag(dataset.run_id, schema.MLFLOW_USER, current_user())
                 _say(settings, "load", dataset.key, "logged", start)
             else:
                 _say(settings, "load", dataset.key, f"reused from run {dataset.run_id}", start)
@@ -203,9 +199,7 @@ class _ChainLogger:
         model_uri: str | None = None
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
-        # mlflow.user as MLflow's own runs have it (MlflowClient.create_run takes the
-        # run's user_id from it too): what trusted_users compares.
-        common_tags = {schema.VERSION: __version__, schema.MLFLOW_USER: current_user()}
+        common_tags = {schema.VERSION: __version__}
         commit = store.git_commit()
         if commit:
             common_tags[schema.GIT_COMMIT] = commit

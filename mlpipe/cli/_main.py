@@ -540,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Hiding(hide))
     mlpipe_logger = logging.getLogger("mlpipe")
+    # main() may run inside a program (tests, a notebook): leave the loggers as they were.
+    level, mlflow_level = mlpipe_logger.level, logging.getLogger("mlflow").level
     mlpipe_logger.addHandler(handler)
     mlpipe_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.verbose:
@@ -562,3 +564,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         mlpipe_logger.removeHandler(handler)
+        mlpipe_logger.setLevel(level)
+        logging.getLogger("mlflow").setLevel(mlflow_level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import getpass
 import logging
 import math
 import os
@@ -322,6 +323,18 @@ def check_name(name: Any, what: str) -> None:
                 + (", parts joined by '/'" if what == "project" else "")
                 + "."
             )
+
+
+def current_user() -> str:
+    """The user MLflow's own runs record in ``mlflow.user``: ``MLFLOW_TRACKING_USERNAME``,
+    else the login name. Nothing checks it: any client can claim any name."""
+    name = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no login name: MLflow says "unknown" too
+        return "unknown"
 
 
 def experiment_name(stage: str, project: str | None = None) -> str:
@@ -759,6 +772,8 @@ def stage_run(
         schema.UPSTREAM_KEYS: ",".join(f"{s}:{k}" for s, k, _ in upstream),
         **{schema.upstream_tag(run_id): f"{s}:{k}" for s, k, run_id in upstream},
         schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
+        # As MLflow's own runs have it; create_run takes the run's user_id from it.
+        schema.MLFLOW_USER: current_user(),
         schema.OWNER: _owner(),
         schema.HEARTBEAT: str(_now_ms()),
         schema.LEASE_SECONDS: f"{lease:g}",

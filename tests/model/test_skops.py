@@ -37,6 +37,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import mlpipe
 import mlpipe._chain
 from mlpipe import schema
+from mlpipe._cache import digest
 from mlpipe.exceptions import SerializationError
 from mlpipe.model import _raw, _skops_model, _trusted
 from tests.model._helpers import penguins, rows_with_nulls, run_python, subprocess_env
@@ -63,7 +64,7 @@ def chain(serializer: str = "skops", **settings: Any) -> mlpipe.LineagePipeline:
     return mlpipe.LineagePipeline(
         [("processing", processing), ("model", LogisticRegression(max_iter=1000))],
         serializer=serializer,
-        **{"cv": 2, **settings},
+        **{"cv": None, **settings},
     )
 
 
@@ -341,8 +342,11 @@ def test_a_tampered_cached_stage_is_refitted_not_loaded(
         client.set_tag(run_id, schema.SERIALIZER, "cloudpickle")
         reason = "never unpickles"
     else:
-        (tmp_path / schema.STAGE_SKOPS_FILE).write_bytes(skops.io.dumps(Mine()))
+        forged = skops.io.dumps(Mine())
+        (tmp_path / schema.STAGE_SKOPS_FILE).write_bytes(forged)
         client.log_artifact(run_id, str(tmp_path / schema.STAGE_SKOPS_FILE), schema.STAGE_ARTIFACT)
+        # A forger who can write the run writes the digest too: the type check still holds.
+        client.set_tag(run_id, schema.STAGE_DIGEST, digest(forged))
         reason = f"{__name__}.Mine"
 
     caplog.set_level(logging.WARNING, logger="mlpipe")
