@@ -5,13 +5,15 @@ MLFLOW_* variable leaks in from the environment, and no run stays active.
 
 With ``MLPIPE_TEST_SERVER_BACKEND`` set to a database URL (CI sets a PostgreSQL
 one), the tests track to a real ``mlflow server`` on that database instead,
-started once per session and emptied before every test.
+started once per session and emptied before every test. That stage runs in one
+process (``-p no:xdist``): parallel workers would empty each other's store.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 import mlflow
 import pytest
 from hypothesis import HealthCheck, settings
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 settings.register_profile(
     "default",
@@ -34,6 +38,46 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+SERVER_BACKEND = "MLPIPE_TEST_SERVER_BACKEND"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_without_fsync(connection: Any, _record: Any) -> None:
+    # A test's SQLite store lives as long as the test: waiting for the disk at each of
+    # MLflow's commits buys a durability against power loss that no test needs, and
+    # takes a quarter of a logged fit. (In this process only: what a test starts, such
+    # as mlflow server, keeps SQLite's defaults.)
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA synchronous = OFF")
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    # setup.cfg's addopts ask pytest-xdist for workers; with ``-p no:xdist`` nothing
+    # would know those options and pytest would refuse to start.
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist", "pytest-xdist is off (-p no:xdist)")
+        group.addoption("--numprocesses", help="ignored: the tests run in this process")
+        group.addoption("--dist", help="ignored: the tests run in this process")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Files with slow tests (fresh venvs, servers) first, each file kept whole so its
+    # module fixtures are built once: parallel workers then start the longest tests
+    # early instead of ending the run on one of them while the other workers idle.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workers = config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses")
+    if os.environ.get(SERVER_BACKEND) and (workers or os.environ.get("PYTEST_XDIST_WORKER")):
+        raise pytest.UsageError(
+            f"{SERVER_BACKEND} runs the tests against one shared mlflow server whose store "
+            "is emptied before every test, but pytest-xdist runs them in parallel workers, "
+            "which would empty each other's store. Run this stage in one process: add "
+            "-p no:xdist (or -n 0)."
+        )
+
 
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -45,7 +89,7 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    backend = os.environ.get("MLPIPE_TEST_SERVER_BACKEND")
+    backend = os.environ.get(SERVER_BACKEND)
     if not backend:
         yield None
         return

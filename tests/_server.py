@@ -20,12 +20,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortTaken(RuntimeError):
+    """The server exited because another process holds its port."""
+
+
 class ServerProcess:
     """A server started in its own session, so that stopping it stops its workers too.
 
     ``start`` waits until ``url + ready`` answers 200 (and fails with the end of the
     log if the process exits first); ``kill`` stops it the hard way, as a crash or an
     OOM kill would; ``start`` again brings it back on the same port.
+
+    A port picked here is free when picked, but another process (a parallel test
+    worker, a client connection) may take it before the server binds it: the first
+    ``start`` then tries a new port, so read ``url`` after ``start``.
     """
 
     ready = "/health"
@@ -33,8 +41,12 @@ class ServerProcess:
     def __init__(self, log: Path, port: int | None = None):
         self.log = log
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port_given = port is not None
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -47,6 +59,18 @@ class ServerProcess:
     def start(self, timeout: float = 120.0, cwd: Path | None = None) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:  # poll reaps a dead one
             raise RuntimeError(f"The server on port {self.port} is already running.")
+        may_move = self.process is None and not self.port_given
+        for _ in range(3 if may_move else 1):
+            try:
+                return self._start(timeout, cwd)
+            except PortTaken:
+                if not may_move:
+                    raise
+                self.port = free_port()
+        raise RuntimeError(f"{self.command()[1:3]} found no free port:\n{self._tail()}")
+
+    def _start(self, timeout: float, cwd: Path | None) -> ServerProcess:
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.command(),
@@ -59,7 +83,9 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command()[1:3]} exited:\n{self._tail()}")
+                taken = "address already in use" in self._tail(log_start).lower()
+                error = PortTaken if taken else RuntimeError
+                raise error(f"{self.command()[1:3]} exited:\n{self._tail()}")
             try:
                 if requests.get(self.url + self.ready, timeout=2).status_code == 200:
                     return self
@@ -69,8 +95,10 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.command()[1:3]} did not answer:\n{self._tail()}")
 
-    def _tail(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:]
+    def _tail(self, start: int = 0) -> str:
+        with self.log.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")[-5000:]
 
     def kill(self) -> None:
         """Kill the server and its workers at once, as a crash or an OOM kill would."""

@@ -15,8 +15,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 
 import mlpipe
+from mlpipe import _chain, schema
 from mlpipe.cli._demo import penguins_pipeline
-from mlpipe import schema
 
 
 class CountingScaler(BaseEstimator, TransformerMixin):
@@ -298,17 +298,7 @@ class SlowScaler(CountingScaler):
 
 def test_reuse_transforms_only_when_a_later_stage_is_fitted(data, monkeypatch):
     # Any fit is slow enough for its output to be stored, without sleeping past the threshold.
-    # TODO: the threshold is moving from mlpipe._pipeline to mlpipe._chain (core redesign);
-    # once it has, patch mlpipe._chain.OUTPUT_CACHE_SECONDS directly.
-    try:
-        from mlpipe import _chain as module
-
-        threshold = "OUTPUT_CACHE_SECONDS"
-    except ImportError:
-        from mlpipe import _pipeline as module
-
-        threshold = "_OUTPUT_CACHE_SECONDS"
-    monkeypatch.setattr(module, threshold, 0.0)  # fails if the name is gone
+    monkeypatch.setattr(_chain, "OUTPUT_CACHE_SECONDS", 0.0)  # fails if the name is gone
     X, y = data
     SlowScaler.transforms = 0
     slow = mlpipe.LineagePipeline(

@@ -15,13 +15,19 @@ PIPELINE_XFAIL = {
 
 
 def _instances():
+    # Each check fits many times. log=False fits a plain Pipeline, without a run: the
+    # estimator contract is checked there. The two logged classifiers (the default and
+    # the skops serializer) check the same contract on the logged path, where every fit
+    # logs a chain; cv=None spares each fit the refits and plots of an evaluation,
+    # which tests/test_evaluation.py checks.
+    def steps(final):
+        return [("scaler", StandardScaler()), ("final_estimator", final)]
+
     return [
-        LineagePipeline([("scaler", StandardScaler()), ("final_estimator", Ridge())]),
-        LineagePipeline([("scaler", StandardScaler()), ("final_estimator", LogisticRegression())]),
-        LineagePipeline(
-            [("scaler", StandardScaler()), ("final_estimator", LogisticRegression())],
-            serializer="skops",
-        ),
+        LineagePipeline(steps(Ridge()), cv=None, log=False),
+        LineagePipeline(steps(LogisticRegression()), cv=None, log=False),
+        LineagePipeline(steps(LogisticRegression()), cv=None),
+        LineagePipeline(steps(LogisticRegression()), cv=None, serializer="skops"),
     ]
 
 

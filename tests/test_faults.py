@@ -105,9 +105,9 @@ def test_a_run_of_a_dead_process_is_ended_by_the_next_fit(server):
     dead = client.create_run(experiment, tags={"mlpipe.owner": f"{os.uname().nodename}:999999"})
     other_host = client.create_run(experiment, tags={"mlpipe.owner": "elsewhere:1"})
     X, y = _data()
-    mlpipe.LineagePipeline([("processing", StandardScaler()), ("model", LogisticRegression())]).fit(
-        X, y
-    )
+    mlpipe.LineagePipeline(
+        [("processing", StandardScaler()), ("model", LogisticRegression())], cv=None
+    ).fit(X, y)
     assert client.get_run(dead.info.run_id).info.status == "FAILED"
     # A run of another machine may still be fitting: it is left alone.
     assert client.get_run(other_host.info.run_id).info.status == "RUNNING"

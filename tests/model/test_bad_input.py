@@ -36,6 +36,9 @@ from mlpipe.model._raw import explain
 from tests._server import ModelServer
 from tests.model._helpers import penguins
 
+# The served tests share the module's model servers: one worker starts them.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 COLUMNS = [
     "island",
     "bill_length_mm",
@@ -75,7 +78,7 @@ def _strict_pipeline() -> LineagePipeline:
         (OneHotEncoder(handle_unknown="error"), make_column_selector(dtype_exclude="number")),
     )
     return LineagePipeline(
-        [("processing", processing), ("model", LogisticRegression(max_iter=1000))]
+        [("processing", processing), ("model", LogisticRegression(max_iter=1000))], cv=None
     )
 
 
@@ -94,11 +97,11 @@ def models() -> Iterator[Models]:
             mlflow.set_tracking_uri(uri)
             try:
                 for name, pipe, rows in [
-                    ("imputed", penguins_pipeline(), X.index),
+                    ("imputed", penguins_pipeline().set_params(cv=None), X.index),
                     ("strict", _strict_pipeline(), X.index[complete]),
                 ]:
                     pipe.fit(X.loc[rows], y.loc[rows])
-                    assert pipe.model_uri_ is not None
+                    assert str(pipe.model_uri_).startswith("models:/m-"), pipe.model_uri_
                     files = Path(mlflow.artifacts.download_artifacts(pipe.model_uri_))
                     fitted.by_name[name] = Model(
                         name=name,

@@ -60,7 +60,7 @@ if __name__ == "__main__":
         penguin_features.BodyMassKilograms(),
     )
     demo = penguins_pipeline()
-    pipe = mlpipe.LineagePipeline([("features", features), *demo.steps], cv=2).fit(X, y)
+    pipe = mlpipe.LineagePipeline([("features", features), *demo.steps], cv=None).fit(X, y)
     transformed = pipe[:1].transform(rows)
     assert {{"bill_ratio", "log_mass", "body_mass_kg", "body_mass_dev"}} <= set(
         transformed.columns
@@ -164,7 +164,7 @@ def _missing(value: object) -> pd.DataFrame:
 
 def test_none_nan_and_pd_na_predict_alike_in_memory_and_via_pyfunc() -> None:
     X, y = penguins()
-    pipe = penguins_pipeline().fit(X, y)
+    pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
     model = mlflow.pyfunc.load_model(pipe.model_uri_)
 
     frames = {"None": _missing(None), "nan": _missing(np.nan), "pd.NA": _missing(pd.NA)}
@@ -200,7 +200,7 @@ def test_none_nan_and_pd_na_predict_alike_in_memory_and_via_pyfunc() -> None:
 
 def test_predict_proba_param_matches_pipeline() -> None:
     X, y = penguins()
-    pipe = penguins_pipeline().fit(X, y)
+    pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
     rows = rows_with_nulls(X)
     served = mlflow.pyfunc.load_model(pipe.model_uri_).predict(
         rows, params={"method": "predict_proba"}

@@ -76,6 +76,9 @@ def _install(venv_python: Path, requirements: Path, log: Path) -> None:
             "-m",
             "pip",
             "install",
+            # Python compiles what the model imports when it loads; compiling every
+            # installed file up front takes half of the install.
+            "--no-compile",
             "--disable-pip-version-check",
             "--timeout",
             "60",
@@ -115,13 +118,13 @@ def test_model_loads_with_only_its_logged_requirements(
         X, y = penguins()
         demo = penguins_pipeline()
         pipe = mlpipe.LineagePipeline(
-            [("features", penguin_features.BodyMassKilograms()), *demo.steps], cv=2
+            [("features", penguin_features.BodyMassKilograms()), *demo.steps], cv=None
         ).fit(X, y)
     finally:
         for name in LOCAL_MODULES:
             sys.modules.pop(Path(name).stem, None)
     uri = pipe.model_uri_
-    assert uri is not None
+    assert str(uri).startswith("models:/m-"), uri
 
     requirements = Path(mlflow.pyfunc.get_model_dependencies(uri))
     pins = requirements.read_text().split()

@@ -21,7 +21,8 @@ from mlpipe.cli._demo import penguins_pipeline
 from tests._server import ModelServer
 from tests.model._helpers import penguins, rows_with_nulls
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's model server for all its tests.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 
 _START_TIMEOUT = 60.0
 
@@ -44,7 +45,7 @@ def server() -> Iterator[Server]:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
         try:
-            pipe = penguins_pipeline().fit(X, y)
+            pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
         finally:
             # Between tests no URI is set (see conftest.py); leave it so.
             mlflow.set_tracking_uri(None)
