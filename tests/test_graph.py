@@ -9,8 +9,8 @@ import pytest
 from palmerpenguins import load_penguins
 
 import mlpipe
+from mlpipe import schema
 from mlpipe.cli._demo import penguins_pipeline
-from mlpipe.tracking import _schema as schema
 
 
 def test_the_final_stage_logs_its_lineage_picture_and_it_can_be_drawn_again(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from palmerpenguins import load_penguins
 
 import mlpipe
-from mlpipe.tracking import _schema as schema
+from mlpipe import schema
 
 
 def test_load_logs_one_load_run_with_the_full_fingerprint():

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from mlflow.entities import ViewType
 
 import mlpipe
+from mlpipe import schema
 from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.data._sources import redact
 from mlpipe.exceptions import NotFoundError, SourceError
-from mlpipe.tracking import _schema as schema
 
 from .conftest import penguins_table
 

@@ -12,8 +12,8 @@ from mlflow.exceptions import MlflowException
 from sklearn.compose import make_column_selector
 from sklearn.preprocessing import FunctionTransformer
 
+from mlpipe import schema
 from mlpipe.exceptions import StageError
-from mlpipe.tracking import _schema as schema
 from mlpipe.tracking import _store as store
 from mlpipe.tracking._store import (
     experiment_name,
