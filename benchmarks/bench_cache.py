@@ -74,9 +74,9 @@ import mlpipe._chain
 import mlpipe._pipeline
 import mlpipe.model._raw
 import mlpipe.tracking._store
+from mlpipe import schema
 from mlpipe._cache import cache_key, data_key
 from mlpipe.data._dataset import dataset_entity
-from mlpipe import schema
 from mlpipe.tracking._query import _STAGE_PREFIX_FILTER, _filter, _search
 
 TARGET = "species"

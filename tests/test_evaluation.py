@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 
 import mlpipe
 import mlpipe._evaluation
-from mlpipe.cli._demo import penguins_pipeline
 from mlpipe import schema
+from mlpipe.cli._demo import penguins_pipeline
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSIFIER_FILES = {

@@ -23,9 +23,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 import mlpipe
+from mlpipe import schema
 from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.exceptions import StageError
-from mlpipe import schema
 from mlpipe.tracking._store import format_param
 
 from .strategies import penguin_rows, training_frames
