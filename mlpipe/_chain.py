@@ -37,7 +37,7 @@ from mlpipe._cache import (
     stored_output,
 )
 from mlpipe._compat import quiet
-from mlpipe._evaluation import Evaluation, evaluate, search_results
+from mlpipe._evaluation import Evaluation, FoldSettings, StageFolds, evaluate, search_results
 from mlpipe._graph import render
 from mlpipe._version import __version__
 from mlpipe.data._dataset import (
@@ -78,6 +78,7 @@ class Settings:
     serializer: str
     verbose: bool
     trusted_users: tuple[str, ...] | None = None  # reuse only runs these users created
+    n_jobs: int | None = None  # folds evaluated at once (see LineagePipeline)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,10 @@ class _ChainLogger:
         self.where = where
         self.client = store.client()
         self.last = len(steps) - 1
+        # Of each non-final stage: where its fold outputs are kept, and fit seconds.
+        self.fold_stages: dict[str, StageFolds | None] = {}
+        self.chain_seconds = 0.0
+        self.routed: dict[str, dict[str, Any]] = {}
 
     def run(
         self,
@@ -172,6 +177,7 @@ class _ChainLogger:
         input_dtypes: dict[str, str] | None,
     ) -> LoggedChain:
         settings, client = self.settings, self.client
+        self.routed = routed
         self.where.stage = schema.LOAD_STAGE
         start = time.perf_counter()
         if dataset is None:
@@ -239,6 +245,9 @@ class _ChainLogger:
                 reused.append(name)
                 if method is None or method == "fit_transform":
                     data_in.defer(est, owner)
+                self._note_stage(
+                    name, key, owner.info.run_id, hit.data.metrics.get(schema.FIT_TIME)
+                )
                 run_id, run_key, hit_model = self._reuse(
                     hit, name, type_, upstream, inputs, tags, experiments[name], run_ids, reused
                 )
@@ -263,6 +272,7 @@ class _ChainLogger:
                     out = fit_step(est, Xt, y, routed[name], method)
                     seconds = time.perf_counter() - fit_start
                     self.where.fitting = False
+                    self._note_stage(name, key, run.run_id, seconds)
                     data, serializer, found = dumps(est, settings.serializer)
                     stages.append((name, serializer, data))
                     modules |= found
@@ -295,6 +305,12 @@ class _ChainLogger:
             upstream_key = key or f"uncached:{run_id}"
         output = data_in.value() if final != "fit" else None
         return LoggedChain(self.steps, run_ids, reused, model_uri, output)
+
+    def _note_stage(self, name: str, key: str | None, run_id: str, seconds: float | None) -> None:
+        """Remember where a stage's fold outputs are kept and how long it took to fit."""
+        self.chain_seconds += seconds or 0.0
+        keep = key is not None and self.settings.serializer != "skops"  # never unpickled
+        self.fold_stages[name] = StageFolds(key, run_id) if keep and key else None
 
     def _reuse(
         self,
@@ -397,8 +413,23 @@ class _ChainLogger:
         elif (
             y is not None and settings.cv is not None and (is_classifier(est) or is_regressor(est))
         ):
+            upstream = [n for _, n, _ in _active(self.steps)][:-1]
             evaluation = evaluate(
-                run, self.steps, X, y, params=params, cv=settings.cv, scoring=settings.scoring
+                run,
+                self.steps,
+                X,
+                y,
+                routed=self.routed,
+                cv=settings.cv,
+                scoring=settings.scoring,
+                folds=FoldSettings(
+                    stages=[self.fold_stages.get(n) for n in upstream],
+                    trusted_users=settings.trusted_users,
+                    keep_seconds=OUTPUT_CACHE_SECONDS,
+                    keep_bytes=OUTPUT_CACHE_MAX_BYTES,
+                    n_jobs=settings.n_jobs,
+                    chain_seconds=self.chain_seconds,
+                ),
             )
         metrics, tags = dict(evaluation.metrics), dict(evaluation.tags)
         if y is not None and hasattr(est, "score"):

@@ -10,26 +10,54 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
+import json
+import logging
+import pickle
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from joblib import cpu_count, effective_n_jobs
+from joblib.parallel import get_active_backend
+from mlflow.exceptions import MlflowException
 from sklearn.base import clone, is_classifier
-from sklearn.model_selection import check_cv, cross_validate
+from sklearn.exceptions import FitFailedWarning
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
+from sklearn.utils.parallel import Parallel, delayed
 
 from mlpipe import schema
+from mlpipe._cache import digest, output_config
+from mlpipe.exceptions import SerializationError
 from mlpipe.tracking import _store as store
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["IN_EVALUATION", "Evaluation", "evaluate", "search_results"]
+__all__ = [
+    "IN_EVALUATION",
+    "Evaluation",
+    "FoldSettings",
+    "StageFolds",
+    "evaluate",
+    "search_results",
+]
+
+logger = logging.getLogger("mlpipe")
 
 _CLASSIFIER_SCORING = ("accuracy", "balanced_accuracy", "f1_macro")
 _REGRESSOR_SCORING = ("r2", "neg_root_mean_squared_error", "neg_mean_absolute_error")
@@ -72,22 +100,57 @@ def search_results(run: store.StageRun, search: Any) -> Evaluation:
     return Evaluation(metrics, {schema.EVALUATION: schema.EVALUATED_BY_SEARCH})
 
 
+@dataclass(frozen=True)
+class StageFolds:
+    """Where a non-final stage's fold outputs are kept: the stage's cache key and the
+    run that fitted it (which holds them)."""
+
+    key: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    """How folds are run and kept.
+
+    ``stages`` has one entry per non-final active stage, in order: where its fold
+    outputs are kept, or None for a stage whose folds are never kept (no cache key,
+    or ``serializer="skops"``, which never unpickles). A fold output is kept when
+    fitting and transforming it took at least ``keep_seconds`` and its pickle is at
+    most ``keep_bytes``. ``chain_seconds`` is what fitting the chain once took, to
+    judge whether running folds in parallel pays.
+    """
+
+    stages: list[StageFolds | None] = dataclasses.field(default_factory=list)
+    trusted_users: tuple[str, ...] | None = None
+    keep_seconds: float = 0.5
+    keep_bytes: int = 256 * 2**20
+    n_jobs: int | None = None
+    chain_seconds: float = 0.0
+
+
 def evaluate(
     run: store.StageRun,
     steps: list[tuple[str, Any]],
     X: Any,
     y: Any,
     *,
-    params: dict[str, Any],
+    routed: dict[str, dict[str, Any]],
     cv: Any,
     scoring: Any,
+    folds: FoldSettings | None = None,
 ) -> Evaluation:
     """Cross-validate the unfitted chain ``steps`` on ``X, y``; log plots and predictions.
 
     Every fold refits the whole chain, so no score comes from rows a stage saw in
-    training. Returns the ``cv_<scorer>_mean``/``_std`` metrics and the evaluation
-    tags; nothing is logged to ``run`` but the plots and the predictions table.
+    training; but a non-final stage's fold already fitted on the same rows under
+    the same cache key (by any earlier fit, see :class:`FoldSettings`) is read back
+    instead of fitted again. ``routed`` holds each step's fit parameters; sample-
+    aligned ones are split with the rows. Returns the ``cv_<scorer>_mean``/``_std``
+    metrics and the evaluation tags; nothing is logged to ``run`` but the plots,
+    the predictions table and the kept fold outputs.
     """
+    folds = folds or FoldSettings()
     final = steps[-1][1]
     splitter = check_cv(cv, y, classifier=is_classifier(final))
     n_splits = splitter.get_n_splits(X, y)
@@ -100,33 +163,67 @@ def evaluate(
             }
         )
     scoring = scoring or (_CLASSIFIER_SCORING if is_classifier(final) else _REGRESSOR_SCORING)
-    chain = Pipeline([(n, clone(e) if e not in _SKIPPED else e) for n, e in steps])
-    token = IN_EVALUATION.set(True)
-    try:
-        result = cross_validate(
-            chain,
-            X,
-            y,
-            cv=splitter,
-            scoring=scoring,
-            params=params,
-            return_estimator=True,
-            return_indices=True,
+    X, y = indexable(X, y)
+    splits = [(np.asarray(train), np.asarray(test)) for train, test in splitter.split(X, y)]
+    n_splits = len(splits)
+    active = [(n, clone(e)) for n, e in steps if e not in _SKIPPED]
+    # A user's scorer may expect the whole chain and raw rows: then every fold fits it
+    # all. scikit-learn's named scorers only call the final estimator's methods.
+    named = isinstance(scoring, str) or (
+        isinstance(scoring, list | tuple | set | dict)
+        and all(
+            isinstance(v, str) for v in (scoring.values() if isinstance(scoring, dict) else scoring)
         )
-        # The k fitted chains are only needed to predict their own test rows: drop
-        # them as soon as that is done rather than keep k models for the whole fit.
-        fitted = result.pop("estimator")
-        test_rows = result.pop("indices")["test"]
-        # A fold whose fit failed got error_score (NaN) for every scorer, with a
-        # FitFailedWarning; its model cannot predict.
-        scores = np.array([v for k, v in result.items() if k.startswith("test_")], dtype=float)
-        failed = [k for k in range(len(test_rows)) if np.isnan(scores[:, k]).all()]
-        predictions = _out_of_fold(
-            fitted, test_rows, X, y, classes=_classes(final, y), failed=failed
-        )
-    finally:
-        IN_EVALUATION.reset(token)
-    del fitted
+    )
+    kept = _FoldStore(run.client, folds) if named and folds.stages else None
+    classes = _classes(final, y)
+    n_jobs = _n_jobs(folds, n_splits)
+    results: list[_Fold] = []
+    with Parallel(n_jobs=n_jobs) as parallel:
+        # Folds go out n_jobs at a time, so at most that many folds' data are in memory.
+        for wave in range(0, n_splits, n_jobs):
+            jobs, starts = [], {}
+            for k in range(wave, min(wave + n_jobs, n_splits)):
+                train, test = splits[k]
+                keys: list[str | None] = [None] * (len(active) - 1)
+                if kept is not None:
+                    keys = kept.keys(train, test)
+                start, X_train, X_test = kept.deepest(keys) if kept else (0, None, None)
+                if start == 0:
+                    X_train, X_test = _take(X, train), _take(X, test)
+                starts[k] = start
+                jobs.append(
+                    delayed(_fit_fold)(
+                        k,
+                        active[start:],
+                        X_train,
+                        X_test,
+                        _take(y, train),
+                        _take(y, test),
+                        {n: _fold_params(routed.get(n, {}), n_rows, train) for n, _ in active},
+                        scoring,
+                        classes,
+                        whole_chain=not named,
+                        keep=[key is not None for key in keys[start:]],
+                        keep_seconds=folds.keep_seconds,
+                        keep_bytes=folds.keep_bytes,
+                    )
+                )
+                del X_train, X_test
+            for fold in parallel(jobs):
+                if kept is not None:
+                    train, test = splits[fold.index]
+                    keys = kept.keys(train, test)
+                    for offset, data in fold.outputs_to_keep:
+                        position = starts[fold.index] + offset
+                        if data is not None and keys[position] is not None:
+                            kept.write(position, keys[position], data)
+                fold.outputs_to_keep = []
+                results.append(fold)
+    scores = _check_failures(results, n_splits)
+    failed = [fold.index for fold in results if fold.error is not None]
+    test_rows = [test for _, test in splits]
+    predictions = _out_of_fold(results, test_rows, y, classes=classes)
     tags = {
         schema.EVALUATION: schema.EVALUATED_BY_CROSS_VALIDATION,
         schema.EVALUATION_FOLDS: str(n_splits),
@@ -137,16 +234,301 @@ def evaluate(
     if isinstance(predictions, str):
         tags[schema.EVALUATION_NO_PLOTS] = predictions
     else:
-        kept = _log_evaluation(run, predictions)
-        if kept < len(predictions.rows):
-            tags[schema.EVALUATION_ROWS_KEPT] = str(kept)
+        rows_kept = _log_evaluation(run, predictions)
+        if rows_kept < len(predictions.rows):
+            tags[schema.EVALUATION_ROWS_KEPT] = str(rows_kept)
     metrics = {}
-    for key, values in result.items():
-        if key.startswith("test_"):
-            scorer = key[len("test_") :]
-            metrics[f"{schema.CV_PREFIX}{scorer}_mean"] = float(np.mean(values))
-            metrics[f"{schema.CV_PREFIX}{scorer}_std"] = float(np.std(values))
+    for scorer, values in scores.items():
+        metrics[f"{schema.CV_PREFIX}{scorer}_mean"] = float(np.mean(values))
+        metrics[f"{schema.CV_PREFIX}{scorer}_std"] = float(np.std(values))
     return Evaluation(metrics, tags)
+
+
+# Folds run in parallel only when the chain took at least this long to fit once:
+# below it, starting worker processes and sending them the data costs more.
+_PARALLEL_SECONDS = 0.2
+
+
+def _n_jobs(folds: FoldSettings, n_splits: int) -> int:
+    """How many folds run at once: ``n_jobs`` as scikit-learn reads it, or, for None
+    outside ``joblib.parallel_config(n_jobs=...)``, every core when it pays."""
+    if folds.n_jobs is not None:
+        return max(1, min(n_splits, effective_n_jobs(folds.n_jobs)))
+    if get_active_backend()[1] is not None:  # the user's joblib.parallel_config
+        return max(1, min(n_splits, effective_n_jobs(None)))
+    if folds.chain_seconds < _PARALLEL_SECONDS:
+        return 1
+    return max(1, min(n_splits, cpu_count(only_physical_cores=False)))
+
+
+def _fold_params(params: dict[str, Any], n_rows: int, rows: np.ndarray) -> dict[str, Any]:
+    """A step's fit parameters for one fold: those with one value per row, split."""
+    return {
+        k: _take(v, rows)
+        if not isinstance(v, str | bytes | dict) and hasattr(v, "__len__") and len(v) == n_rows
+        else v
+        for k, v in params.items()
+    }
+
+
+@dataclass
+class _Fold:
+    """What one fold gave back from the process that fitted it."""
+
+    index: int
+    scores: dict[str, float]
+    error: str | None = None  # the traceback of a failed fit
+    scoring_error: str | None = None
+    prediction: np.ndarray | None = None
+    class_scores: np.ndarray | None = None  # one column per class (see _class_scores)
+    kind: str | None = None  # "proba" or "decision"
+    # For each non-final stage fitted here, by position from the first one fitted:
+    # its pickled (train output, test output) when worth keeping, else None.
+    outputs_to_keep: list[tuple[int, bytes | None]] = dataclasses.field(default_factory=list)
+
+
+def _fit_fold(
+    index: int,
+    stages: list[tuple[str, Any]],
+    X_train: Any,
+    X_test: Any,
+    y_train: Any,
+    y_test: Any,
+    params: dict[str, dict[str, Any]],
+    scoring: Any,
+    classes: np.ndarray | None,
+    *,
+    whole_chain: bool,
+    keep: list[bool],
+    keep_seconds: float,
+    keep_bytes: int,
+) -> _Fold:
+    """Fit ``stages`` (unfitted; the last is the final estimator) on one fold.
+
+    ``X_train`` and ``X_test`` are the fold's rows as the first of ``stages`` takes
+    them. Runs in a worker process when folds run in parallel, so it returns all
+    it found instead of logging, and says itself that it fits a fold.
+    """
+    token = IN_EVALUATION.set(True)
+    try:
+        return _fit_fold_here(
+            index,
+            stages,
+            X_train,
+            X_test,
+            y_train,
+            y_test,
+            params,
+            scoring,
+            classes,
+            whole_chain=whole_chain,
+            keep=keep,
+            keep_seconds=keep_seconds,
+            keep_bytes=keep_bytes,
+        )
+    finally:
+        IN_EVALUATION.reset(token)
+
+
+def _fit_fold_here(
+    index: int,
+    stages: list[tuple[str, Any]],
+    X_train: Any,
+    X_test: Any,
+    y_train: Any,
+    y_test: Any,
+    params: dict[str, dict[str, Any]],
+    scoring: Any,
+    classes: np.ndarray | None,
+    *,
+    whole_chain: bool,
+    keep: list[bool],
+    keep_seconds: float,
+    keep_bytes: int,
+) -> _Fold:
+    (final_name, final), upstream = stages[-1], stages[:-1]
+    scorer = check_scoring(final, scoring=scoring)
+    names = list(scoring) if isinstance(scoring, list | tuple | set | dict) else ["score"]
+    fold = _Fold(index, scores=dict.fromkeys(names, np.nan))
+    raw_test = X_test
+    try:
+        for position, (name, stage) in enumerate(upstream):
+            start = time.perf_counter()
+            X_train = _fit_transform(stage, X_train, y_train, params.get(name, {}))
+            X_test = stage.transform(X_test)
+            seconds = time.perf_counter() - start
+            data = None
+            if keep[position] and seconds >= keep_seconds:
+                data = pickle.dumps((X_train, X_test), protocol=pickle.HIGHEST_PROTOCOL)
+                data = data if len(data) <= keep_bytes else None
+            fold.outputs_to_keep.append((position, data))
+        final.fit(X_train, y_train, **params.get(final_name, {}))
+    except Exception:
+        fold.error = traceback.format_exc()
+        return fold
+    try:
+        if whole_chain:
+            scored = scorer(Pipeline([*upstream, (final_name, final)]), raw_test, y_test)
+        else:
+            scored = scorer(final, X_test, y_test)
+        fold.scores = dict(scored) if isinstance(scored, dict) else {"score": scored}
+        fold.scores = {k: float(v) for k, v in fold.scores.items()}
+    except Exception:
+        fold.scoring_error = traceback.format_exc()
+    fold.prediction = np.asarray(final.predict(X_test)).reshape(_num_rows(X_test), -1)[:, 0]
+    if classes is not None and len(classes) > 1:
+        for method, kind in (("predict_proba", "proba"), ("decision_function", "decision")):
+            if hasattr(final, method):
+                fold.class_scores = _class_scores(final, method, X_test, classes)
+                fold.kind = kind if fold.class_scores is not None else None
+                break
+    return fold
+
+
+def _fit_transform(stage: Any, X: Any, y: Any, params: dict[str, Any]) -> Any:
+    if hasattr(stage, "fit_transform"):
+        return stage.fit_transform(X, y, **params)
+    return stage.fit(X, y, **params).transform(X)
+
+
+def _num_rows(X: Any) -> int:
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
+def _check_failures(results: list[_Fold], n_splits: int) -> dict[str, list[float]]:
+    """Every scorer's fold scores; warns of failed folds as cross_validate does, and
+    raises when every fold failed."""
+    failed = [fold for fold in results if fold.error is not None]
+    if failed:
+        summary = "\n".join(
+            f"{count} fits failed with the following error:\n{error}"
+            for error, count in Counter(fold.error for fold in failed).items()
+        )
+        if len(failed) == n_splits:
+            raise ValueError(
+                f"\nAll the {n_splits} fits failed.\nIt is very likely that your model is "
+                "misconfigured.\nYou can try to debug the error by fitting the pipeline "
+                f"with cv=None.\n\nBelow are more details about the failures:\n{summary}"
+            )
+        warnings.warn(
+            f"\n{len(failed)} fits failed out of a total of {n_splits}.\nThe score on these "
+            "train-test partitions for these parameters will be set to nan.\nIf these "
+            "failures are not expected, you can try to debug them by fitting the pipeline "
+            f"with cv=None.\n\nBelow are more details about the failures:\n{summary}",
+            FitFailedWarning,
+            stacklevel=2,
+        )
+    for fold in results:
+        if fold.scoring_error is not None:
+            warnings.warn(
+                "Scoring failed. The score on this train-test partition for these parameters "
+                f"will be set to nan. Details: \n{fold.scoring_error}",
+                UserWarning,
+                stacklevel=2,
+            )
+    names = next(iter(results)).scores.keys()
+    return {name: [fold.scores.get(name, np.nan) for fold in results] for name in names}
+
+
+class _FoldStore:
+    """The fold outputs kept on the runs that fitted the non-final stages."""
+
+    def __init__(self, client: Any, folds: FoldSettings):
+        self.client = client
+        self.folds = folds
+        self.tags: dict[int, dict[str, str]] = {}
+        self.config = output_config()
+
+    def keys(self, train: np.ndarray, test: np.ndarray) -> list[str | None]:
+        """Each stage's fold key for these rows (None for a stage whose folds are not kept)."""
+        rows = [
+            hashlib.sha256(np.asarray(r, dtype=np.int64).tobytes()).hexdigest()
+            for r in (train, test)
+        ]
+        return [
+            None
+            if stage is None
+            else hashlib.sha256(json.dumps([stage.key, *rows, self.config]).encode()).hexdigest()
+            for stage in self.folds.stages
+        ]
+
+    def _tags(self, position: int) -> dict[str, str]:
+        if position not in self.tags:
+            stage = self.folds.stages[position]
+            assert stage is not None
+            try:
+                self.tags[position] = self.client.get_run(stage.run_id).data.tags
+            except MlflowException:
+                self.tags[position] = {}
+        return self.tags[position]
+
+    def deepest(self, keys: list[str | None]) -> tuple[int, Any, Any]:
+        """(first stage to fit, its training input, its test input) for the fold of
+        ``keys``: after the deepest stage whose output on it is kept and sound, else
+        (0, None, None)."""
+        for position in range(len(keys) - 1, -1, -1):
+            key = keys[position]
+            if key is None:
+                continue
+            found = self._read(position, key)
+            if found is not None:
+                return position + 1, found[0], found[1]
+        return 0, None, None
+
+    def _read(self, position: int, key: str) -> tuple[Any, Any] | None:
+        stage = self.folds.stages[position]
+        assert stage is not None
+        entry = self._tags(position).get(f"{schema.FOLD_PREFIX}{key}")
+        if entry is None:
+            return None
+        try:
+            record = json.loads(entry)
+            expected, user = record["digest"], record["user"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        trusted = self.folds.trusted_users
+        if trusted is not None and user not in trusted:
+            logger.info(
+                "Fold output %s of run %s is not used: written by %r, not one of trusted_users=%s.",
+                key,
+                stage.run_id,
+                user,
+                list(trusted),
+            )
+            return None
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=stage.run_id, artifact_path=f"{schema.FOLD_DIR}/{key}.pkl"
+            )
+            with open(path, "rb") as f:
+                data = f.read()
+            if digest(data) != expected:
+                raise SerializationError(f"it does not match its digest {expected}")
+            train_out, test_out = pickle.loads(data)
+        except (MlflowException, OSError, pickle.UnpicklingError, SerializationError) as error:
+            logger.warning(
+                "Cannot read fold output %s of run %s, fitting the fold: %s",
+                key,
+                stage.run_id,
+                error,
+            )
+            return None
+        return train_out, test_out
+
+    def write(self, position: int, key: str, data: bytes) -> None:
+        """Keep a fold output: the file first, then the tag that makes it visible."""
+        stage = self.folds.stages[position]
+        assert stage is not None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp, f"{key}.pkl")
+                path.write_bytes(data)
+                self.client.log_artifact(stage.run_id, str(path), schema.FOLD_DIR)
+            record = json.dumps({"digest": digest(data), "user": store.current_user()})
+            self.client.set_tag(stage.run_id, f"{schema.FOLD_PREFIX}{key}", record)
+        except (MlflowException, OSError) as error:
+            # Keeping it only saves time later: the evaluation goes on without.
+            logger.info("Fold output %s not kept on run %s: %s", key, stage.run_id, error)
 
 
 @dataclass
@@ -178,6 +560,8 @@ def _classes(est: Any, y: Any) -> np.ndarray | None:
 
 def _take(data: Any, rows: np.ndarray) -> Any:
     """The given rows (positions) of a frame, array, sparse matrix or list."""
+    if data is None:
+        return None
     if hasattr(data, "iloc"):
         return data.iloc[rows]
     if hasattr(data, "shape"):
@@ -186,60 +570,37 @@ def _take(data: Any, rows: np.ndarray) -> Any:
 
 
 def _out_of_fold(
-    fitted: list[Any],
-    test_rows: list[np.ndarray],
-    X: Any,
-    y: Any,
-    *,
-    classes: np.ndarray | None,
-    failed: list[int],
+    results: list[_Fold], test_rows: list[np.ndarray], y: Any, *, classes: np.ndarray | None
 ) -> _OutOfFold | str:
-    """Predict each fold's test rows with that fold's model, skipping ``failed`` folds.
+    """Each test row's prediction by its fold's model, from the folds that did not fail.
 
     Returns why there are no predictions instead, when there are none.
     """
-    # As cross_validate split them: anything without rows of its own becomes an array.
-    X, y = indexable(X, y)
     target = np.asarray(y)
     if target.ndim == 2 and target.shape[1] == 1:
         target = target.ravel()
     if target.ndim != 1:
         return "the target is not one column"
-    predicted = [k for k in range(len(fitted)) if k not in failed]
+    predicted = [fold for fold in results if fold.error is None and fold.prediction is not None]
     if not predicted:
         return "no fold has a score"
-    method = None
-    if classes is not None and len(classes) > 1:
-        if hasattr(fitted[predicted[0]], "predict_proba"):
-            method = "predict_proba"
-        elif hasattr(fitted[predicted[0]], "decision_function"):
-            method = "decision_function"
-    predictions, scores = [], []
-    for k in predicted:
-        model, rows = fitted[k], test_rows[k]
-        X_test = _take(X, rows)
-        predictions.append(np.asarray(model.predict(X_test)).reshape(len(rows), -1)[:, 0])
-        if method is not None and classes is not None:
-            fold_scores = _class_scores(model, method, X_test, classes)
-            if fold_scores is None:
-                method = None
-            else:
-                scores.append(fold_scores)
-    all_rows = np.concatenate([test_rows[k] for k in predicted])
+    all_rows = np.concatenate([test_rows[fold.index] for fold in predicted])
     order = np.argsort(all_rows, kind="stable")
-    folds = np.concatenate([np.full(len(test_rows[k]), k) for k in predicted])
+    folds = np.concatenate([np.full(len(test_rows[f.index]), f.index) for f in predicted])
     result = _OutOfFold(
         rows=all_rows[order],
         folds=folds[order],
         target=target[all_rows[order]],
-        prediction=np.concatenate(predictions)[order],
+        prediction=np.concatenate([fold.prediction for fold in predicted])[order],
         classes=classes,
     )
-    if method is not None and classes is not None:
-        result.scores = np.concatenate(scores)[order]
-        binary_decision = method == "decision_function" and len(classes) == 2
+    kinds = {fold.kind for fold in predicted}
+    if classes is not None and len(kinds) == 1 and None not in kinds:
+        (kind,) = kinds
+        result.scores = np.concatenate([fold.class_scores for fold in predicted])[order]
+        binary_decision = kind == "decision" and len(classes) == 2
         result.score_labels = classes[1:] if binary_decision else classes
-        result.kind = "proba" if method == "predict_proba" else "decision"
+        result.kind = kind
     return result
 
 

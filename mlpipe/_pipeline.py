@@ -8,6 +8,7 @@ decision whether a fit is logged, and the fitted attributes. The logging itself 
 from __future__ import annotations
 
 import logging
+from numbers import Integral
 from typing import Any
 
 from sklearn import get_config
@@ -78,23 +79,27 @@ class LineagePipeline(Pipeline):
     log_model : bool, default=True
         Log the raw-input pyfunc model on the final stage.
     cv : int, cross-validation generator, iterable or None, default=5
-        How the final stage is evaluated: the whole chain is refitted and scored on
-        each fold (:func:`sklearn.model_selection.cross_validate`), so no score
-        comes from data a stage saw in training. The same fitted folds also predict
-        their test rows, and from these out-of-fold predictions the final stage's
-        run gets plots under ``evaluation/``: for a classifier the confusion matrix
-        and, when it has ``predict_proba`` or ``decision_function``, the ROC and
-        precision-recall curves (one-vs-rest, one curve per class, for more than
-        two classes); for a regressor the residuals against the predictions. The
-        predictions themselves are logged as the MLflow table
-        ``evaluation/predictions.json``, one row per training row when the folds
-        partition the data: its position (``row``), ``fold``, ``target``,
-        ``prediction`` and each class's ``proba_<class>`` (or ``decision_<class>``
-        when the model has no ``predict_proba``); a random 100,000 of them when
-        there are more. Nothing is fitted for the plots beyond the folds. ``None``
-        skips the evaluation, as do too few rows for the folds. A search used as
-        the final step is not evaluated again: its ``best_score_`` is logged
-        instead.
+        How the final stage is evaluated: the whole chain is refitted and scored on each
+        fold, as :func:`sklearn.model_selection.cross_validate` does, so no score comes
+        from data a stage saw in training. A non-final stage's fold that took at least
+        half a second is kept on that stage's run, keyed on the stage's cache key and
+        the fold's rows, and read back by any later fit of the same stage on the same
+        folds (a refit with another final step, another process or machine on the same
+        store) instead of being fitted again; the predictions are bit-identical. (Not
+        with ``serializer="skops"``, which never unpickles, nor with a ``scoring``
+        callable, which may need the whole chain.) The same fitted folds also predict
+        their test rows, and from these out-of-fold predictions the final stage's run
+        gets plots under ``evaluation/``: for a classifier the confusion matrix and,
+        when it has ``predict_proba`` or ``decision_function``, the ROC and
+        precision-recall curves (one-vs-rest, one curve per class, for more than two
+        classes); for a regressor the residuals against the predictions. The predictions
+        themselves are logged as the MLflow table ``evaluation/predictions.json``, one
+        row per training row when the folds partition the data: its position (``row``),
+        ``fold``, ``target``, ``prediction`` and each class's ``proba_<class>`` (or
+        ``decision_<class>`` when the model has no ``predict_proba``); a random 100,000
+        of them when there are more. Nothing is fitted for the plots beyond the folds.
+        ``None`` skips the evaluation, as do too few rows for the folds. A search used
+        as the final step is not evaluated again: its ``best_score_`` is logged instead.
     scoring : str, callable, list or dict, optional
         Scorers for the evaluation, as in ``cross_validate``. By default accuracy,
         balanced accuracy and macro F1 for a classifier, R², RMSE and MAE for a
@@ -142,8 +147,18 @@ class LineagePipeline(Pipeline):
         ``mlpipe`` logger saying why. By default every run in the store is trusted:
         anyone who can write to it can plant a stage that your next fit loads. MLflow
         does not check the name a client gives, so this keeps out mistakes and
-        honest colleagues' runs, not a writer who claims your name. See
+        honest colleagues' runs, not a writer who claims your name. Kept fold
+        outputs (see ``cv``) are read only when one of these users wrote them. See
         :doc:`/caching`, "What the cache trusts".
+    n_jobs : int, optional
+        How many folds of the ``cv`` evaluation are fitted at once, in joblib's
+        backend (worker processes by default), as scikit-learn reads ``n_jobs``:
+        ``-1`` is every core, ``1`` one fold after another. ``None`` takes
+        ``joblib.parallel_config(n_jobs=...)`` when one is active, and otherwise
+        lets mlpipe choose: every core (at most one per fold) when fitting the
+        chain once took 0.2 s or more, one at a time below that, where starting
+        workers would cost more than it saves. At most ``n_jobs`` folds' data are
+        in memory at once. Results do not depend on it.
 
     Attributes
     ----------
@@ -193,6 +208,7 @@ class LineagePipeline(Pipeline):
         "serializer": [StrOptions({"cloudpickle", "skops"})],
         "log": [StrOptions({"auto"}), "boolean"],
         "trusted_users": [list, tuple, None],
+        "n_jobs": [Integral, None],
     }
 
     def __init__(
@@ -211,6 +227,7 @@ class LineagePipeline(Pipeline):
         serializer: str = "cloudpickle",
         log: bool | str = "auto",
         trusted_users: list[str] | None = None,
+        n_jobs: int | None = None,
     ):
         super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
         self.project = project
@@ -222,6 +239,7 @@ class LineagePipeline(Pipeline):
         self.serializer = serializer
         self.log = log
         self.trusted_users = trusted_users
+        self.n_jobs = n_jobs
 
     # --- fitting -------------------------------------------------------------------
 
@@ -349,6 +367,7 @@ class LineagePipeline(Pipeline):
             serializer=self.serializer,
             verbose=self.verbose,
             trusted_users=None if self.trusted_users is None else tuple(self.trusted_users),
+            n_jobs=self.n_jobs,
         )
 
     def _check_settings(self) -> None:

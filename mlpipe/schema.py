@@ -132,6 +132,14 @@ STAGE_DIGEST = "mlpipe.stage_digest"
 # ("default", "pandas", "polars"): it is used only under the same setting.
 OUTPUT_DIGEST = "mlpipe.output_digest"
 OUTPUT_CONFIG = "mlpipe.output_config"
+# A non-final stage's outputs on one fold of the final stage's cross-validation, kept
+# so that a refit with another final stage fits no fold of it again: the pickled pair
+# (output on the fold's training rows, on its test rows) in FOLD_DIR/<fold key>.pkl of
+# the run that fitted the stage, written first, then the tag FOLD_PREFIX + <fold key>
+# there: {"digest": "sha256:<hex>", "user": <who wrote it>} (JSON). A fold key is the
+# SHA-256 of the stage's cache key, the fold's rows and transform_output.
+FOLD_PREFIX = "mlpipe.fold."
+FOLD_DIR = "stage/folds"
 # MLflow's own tag: who created the run, as the client said (MLflow does not check it).
 # mlpipe sets it on every stage run and on the load runs fit(X, y) logs; a pipeline's
 # trusted_users compares it.
