@@ -61,7 +61,7 @@ logger = logging.getLogger("mlpipe")
 SKIPPED = (None, "passthrough")
 # A non-final stage whose fit took this long also stores its output, so that reusing
 # it later does not transform the training data again.
-OUTPUT_CACHE_SECONDS = 0.5
+OUTPUT_CACHE_SECONDS = 0.1
 OUTPUT_CACHE_MAX_BYTES = 256 * 2**20
 
 
@@ -448,6 +448,8 @@ class _ChainLogger:
                 serializer=settings.serializer,
             )
             tags[schema.MODEL_URI] = model_uri
+        if evaluation.log_plots is not None:
+            evaluation.log_plots()  # drawn meanwhile, when folds run in parallel
         run.log(metrics=metrics, tags=tags)
         return model_uri
 

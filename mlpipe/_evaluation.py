@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -19,7 +20,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,13 @@ IN_EVALUATION: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What an evaluation measured: metrics and tags for the final stage run."""
+    """What an evaluation measured: metrics and tags for the final stage run, and
+    what logs its plots once they are drawn (they may still be drawing: call it before
+    the run ends)."""
 
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    log_plots: Callable[[], None] | None = None
 
 
 def search_results(run: store.StageRun, search: Any) -> Evaluation:
@@ -231,17 +235,19 @@ def evaluate(
     }
     if failed:
         tags[schema.EVALUATION_FAILED_FOLDS] = ",".join(map(str, failed))
+    finish = None
     if isinstance(predictions, str):
         tags[schema.EVALUATION_NO_PLOTS] = predictions
     else:
-        rows_kept = _log_evaluation(run, predictions)
+        finish = _start_plots(run, predictions, n_jobs)
+        rows_kept = _log_predictions(run, predictions)
         if rows_kept < len(predictions.rows):
             tags[schema.EVALUATION_ROWS_KEPT] = str(rows_kept)
     metrics = {}
     for scorer, values in scores.items():
         metrics[f"{schema.CV_PREFIX}{scorer}_mean"] = float(np.mean(values))
         metrics[f"{schema.CV_PREFIX}{scorer}_std"] = float(np.std(values))
-    return Evaluation(metrics, tags)
+    return Evaluation(metrics, tags, finish)
 
 
 # Folds run in parallel only when the chain took at least this long to fit once:
@@ -637,21 +643,59 @@ def _figure(width: float = 6.4, height: float = 4.8) -> Iterator[tuple[Figure, A
         figure.clear()
 
 
-def _log_evaluation(run: store.StageRun, oof: _OutOfFold) -> int:
-    """Log the plots and the table of out-of-fold predictions; return the rows tabled."""
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _plots(oof: _OutOfFold) -> list[str]:
+    """The names of the plots the out-of-fold predictions make, in the order logged."""
+    if oof.classes is None:
+        return [schema.RESIDUALS]
+    plots = [schema.CONFUSION_MATRIX]
+    if _curves(oof)[0]:
+        plots += [schema.ROC_CURVE, schema.PRECISION_RECALL_CURVE]
+    return plots
+
+
+def _curves(oof: _OutOfFold) -> tuple[list[tuple[str, np.ndarray, np.ndarray, Any]], str, str]:
+    """(name, truth, score, positive label) of each ROC or precision-recall curve, the
+    plots' title and the note on their axes. A class with no row, or only rows, among
+    the predictions has no curve."""
+    from sklearn.preprocessing import label_binarize
+
+    classes, n = oof.classes, len(oof.rows)
+    curves: list[tuple[str, np.ndarray, np.ndarray, Any]] = []
+    if classes is None or oof.scores is None:
+        return curves, "", ""
+    if len(classes) == 2:
+        positive = classes[1]
+        if 0 < np.count_nonzero(oof.target == positive) < n:
+            curves = [("out-of-fold", oof.target, oof.scores[:, -1], positive)]
+        return curves, f"positive class {positive!s}", ""
+    onehot = label_binarize(oof.target, classes=classes)
+    curves = [
+        (str(label), onehot[:, k], oof.scores[:, k], 1)
+        for k, label in enumerate(classes)
+        if 0 < onehot[:, k].sum() < n
+    ]
+    # The displays would label the axes "Positive label: 1", the one-hot column.
+    return curves, "one-vs-rest, per class", " (each class against the rest)"
+
+
+def _render(name: str, oof: _OutOfFold) -> bytes:
+    """One plot of the out-of-fold predictions, as PNG bytes (in a worker when folds
+    run in parallel, while the caller logs the model)."""
     from sklearn.metrics import (
         ConfusionMatrixDisplay,
         PrecisionRecallDisplay,
         PredictionErrorDisplay,
         RocCurveDisplay,
     )
-    from sklearn.preprocessing import label_binarize
-
-    def log(figure: Figure, name: str) -> None:
-        run.client.log_figure(run.run_id, figure, f"{schema.EVALUATION_DIR}/{name}")
 
     n = len(oof.rows)
-    if oof.classes is None:
+    if name == schema.RESIDUALS:
         shown = min(n, _MAX_RESIDUAL_POINTS)
         with _figure() as (figure, axes):
             PredictionErrorDisplay.from_predictions(
@@ -664,77 +708,73 @@ def _log_evaluation(run: store.StageRun, oof: _OutOfFold) -> int:
             )
             sample = f", {shown} of {n} rows shown" if shown < n else ""
             axes.set_title(f"Out-of-fold residuals{sample}")
-            log(figure, schema.RESIDUALS)
-    else:
-        classes = oof.classes
-        labels = [str(c) for c in classes]
+            return _png(figure)
+    assert oof.classes is not None
+    classes = oof.classes
+    if name == schema.CONFUSION_MATRIX:
         side = max(4.8, 1.5 + 0.45 * len(classes))
         with _figure(side + 1.2, side) as (figure, axes):
             ConfusionMatrixDisplay.from_predictions(
                 oof.target,
                 oof.prediction,
                 labels=classes,
-                display_labels=labels,
+                display_labels=[str(c) for c in classes],
                 include_values=len(classes) <= 30,
                 xticks_rotation="vertical" if len(classes) > 4 else "horizontal",
                 ax=axes,
             )
             axes.set_title("Out-of-fold confusion matrix")
-            log(figure, schema.CONFUSION_MATRIX)
-        # (name, truth, score, positive label) of each curve. A class with no row, or
-        # only rows, among the predictions has no curve.
-        curves: list[tuple[str, np.ndarray, np.ndarray, Any]] = []
-        axis_note = ""
-        if oof.scores is not None and len(classes) == 2:
-            positive = classes[1]
-            if 0 < np.count_nonzero(oof.target == positive) < n:
-                curves = [("out-of-fold", oof.target, oof.scores[:, -1], positive)]
-            title = f"positive class {positive!s}"
-        elif oof.scores is not None:
-            onehot = label_binarize(oof.target, classes=classes)
-            curves = [
-                (label, onehot[:, k], oof.scores[:, k], 1)
-                for k, label in enumerate(labels)
-                if 0 < onehot[:, k].sum() < n
-            ]
-            title = "one-vs-rest, per class"
-            # The displays would label the axes "Positive label: 1", the one-hot column.
-            axis_note = " (each class against the rest)"
-        if curves:
-            with _figure() as (figure, axes):
-                for i, (name, y_true, score, pos) in enumerate(curves):
-                    RocCurveDisplay.from_predictions(
-                        y_true,
-                        score,
-                        pos_label=pos,
-                        name=name,
-                        ax=axes,
-                        plot_chance_level=i == len(curves) - 1,
-                    )
-                axes.set_title(f"Out-of-fold ROC curve, {title}")
-                if axis_note:
-                    axes.set_xlabel(f"False positive rate{axis_note}")
-                    axes.set_ylabel(f"True positive rate{axis_note}")
-                axes.legend(fontsize="small")
-                log(figure, schema.ROC_CURVE)
-            with _figure() as (figure, axes):
-                for name, y_true, score, pos in curves:
-                    PrecisionRecallDisplay.from_predictions(
-                        y_true,
-                        score,
-                        pos_label=pos,
-                        name=name,
-                        drop_intermediate=True,
-                        ax=axes,
-                        plot_chance_level=len(curves) == 1,
-                    )
-                axes.set_title(f"Out-of-fold precision-recall curve, {title}")
-                if axis_note:
-                    axes.set_xlabel(f"Recall{axis_note}")
-                    axes.set_ylabel(f"Precision{axis_note}")
-                axes.legend(fontsize="small")
-                log(figure, schema.PRECISION_RECALL_CURVE)
-    return _log_predictions(run, oof)
+            return _png(figure)
+    curves, title, axis_note = _curves(oof)
+    with _figure() as (figure, axes):
+        if name == schema.ROC_CURVE:
+            for i, (label, y_true, score, pos) in enumerate(curves):
+                RocCurveDisplay.from_predictions(
+                    y_true,
+                    score,
+                    pos_label=pos,
+                    name=label,
+                    ax=axes,
+                    plot_chance_level=i == len(curves) - 1,
+                )
+            axes.set_title(f"Out-of-fold ROC curve, {title}")
+            if axis_note:
+                axes.set_xlabel(f"False positive rate{axis_note}")
+                axes.set_ylabel(f"True positive rate{axis_note}")
+        else:
+            for label, y_true, score, pos in curves:
+                PrecisionRecallDisplay.from_predictions(
+                    y_true,
+                    score,
+                    pos_label=pos,
+                    name=label,
+                    drop_intermediate=True,
+                    ax=axes,
+                    plot_chance_level=len(curves) == 1,
+                )
+            axes.set_title(f"Out-of-fold precision-recall curve, {title}")
+            if axis_note:
+                axes.set_xlabel(f"Recall{axis_note}")
+                axes.set_ylabel(f"Precision{axis_note}")
+        axes.legend(fontsize="small")
+        return _png(figure)
+
+
+def _start_plots(run: store.StageRun, oof: _OutOfFold, n_jobs: int) -> Callable[[], None]:
+    """Start drawing the plots (in the background with ``n_jobs`` > 1); return what logs them."""
+    names = _plots(oof)
+    drawn = Parallel(n_jobs=min(n_jobs, len(names)), return_as="generator")(
+        delayed(_render)(name, oof) for name in names
+    )
+
+    def log() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in zip(names, drawn, strict=True):
+                path = Path(tmp, name)
+                path.write_bytes(data)
+                run.client.log_artifact(run.run_id, str(path), schema.EVALUATION_DIR)
+
+    return log
 
 
 def _log_predictions(run: store.StageRun, oof: _OutOfFold) -> int:

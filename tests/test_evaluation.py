@@ -203,7 +203,8 @@ class CountingClassifier(ClassifierMixin, BaseEstimator):
 def test_the_plots_cost_no_fit_beyond_the_folds(cv):
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     CountingClassifier.fits = 0
-    pipe = _scaled(CountingClassifier()).set_params(cv=cv, cache=False).fit(X, y)
+    # Counted in this process: the folds too (n_jobs=1).
+    pipe = _scaled(CountingClassifier()).set_params(cv=cv, cache=False, n_jobs=1).fit(X, y)
     assert CountingClassifier.fits == cv + 1
     names, _ = _evaluation(pipe.run_ids_["model"])
     assert names == CLASSIFIER_FILES
