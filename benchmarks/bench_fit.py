@@ -5,9 +5,14 @@ cloned from one template) on the same raw Palmer penguins frame, resampled with
 replacement to each size in ``--rows``:
 
 * by hand: one ``mlflow.start_run()``, ``mlflow.log_input(mlflow.data.from_pandas(...))``,
-  ``Pipeline.fit`` and ``mlflow.sklearn.log_model(..., input_example=X.head(5))``;
-* mlpipe, default settings (5-fold cross-validation of the whole chain);
-* mlpipe with ``cv=None`` (no evaluation: the like-for-like comparison).
+  ``Pipeline.fit``, ``mlflow.sklearn.log_model(..., input_example=X.head(5))``, and a
+  ``cross_validate`` of the same pipeline (5 folds, mlpipe's three default scorers)
+  whose mean and standard deviation are logged with ``mlflow.log_metrics``;
+* by hand without the ``cross_validate``;
+* mlpipe, default settings (5-fold evaluation of the whole chain, folds on every core
+  when it pays), compared with the first;
+* mlpipe with ``n_jobs=1`` (folds one after another);
+* mlpipe with ``cv=None`` (no evaluation), compared with by hand without cross_validate.
 
 Every repetition of every path gets a fresh SQLite store whose tables are created
 before the clock starts. The order of the paths alternates between repetitions.
@@ -22,6 +27,7 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import os
 import platform
 import statistics
 import tempfile
@@ -36,13 +42,16 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import sklearn
-from _breakdown import Breakdown  # benchmarks/ is on sys.path when a script runs
+from _breakdown import Breakdown, git_state  # benchmarks/ is on sys.path when a script runs
 from mlflow.exceptions import MlflowException
 from palmerpenguins import load_penguins
 from sklearn.base import clone
+from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 
 import mlpipe
+import mlpipe._chain
+import mlpipe._evaluation
 import mlpipe._pipeline
 import mlpipe.data._dataset
 import mlpipe.model._raw
@@ -51,10 +60,21 @@ from mlpipe.cli._demo import penguins_pipeline
 
 TARGET = "species"
 SEED = 0
-BY_HAND = "by hand"
+BY_HAND = "by hand, cross_validate"
+BY_HAND_NO_CV = "by hand, no cv"
 MLPIPE_CV5 = "mlpipe (cv=5)"
+MLPIPE_SEQUENTIAL = "mlpipe (cv=5, n_jobs=1)"
 MLPIPE_NO_CV = "mlpipe (cv=None)"
-PATHS = (BY_HAND, MLPIPE_CV5, MLPIPE_NO_CV)
+PATHS = (BY_HAND, MLPIPE_CV5, MLPIPE_SEQUENTIAL, BY_HAND_NO_CV, MLPIPE_NO_CV)
+# Each path's time is compared with this one's.
+BASELINE = {
+    BY_HAND: BY_HAND,
+    MLPIPE_CV5: BY_HAND,
+    MLPIPE_SEQUENTIAL: BY_HAND,
+    BY_HAND_NO_CV: BY_HAND_NO_CV,
+    MLPIPE_NO_CV: BY_HAND_NO_CV,
+}
+SCORING = ("accuracy", "balanced_accuracy", "f1_macro")  # mlpipe's default for a classifier
 
 
 # --- data, template and stores ------------------------------------------------------
@@ -105,6 +125,7 @@ def fit_by_hand(
     experiment_id: str,
     serialization: str | None,
     laps: dict[str, float] | None = None,
+    cv: int | None = 5,
 ) -> None:
     """The by-hand path; ``laps`` receives the seconds of each step."""
     laps = {} if laps is None else laps
@@ -119,12 +140,24 @@ def fit_by_hand(
         laps["Pipeline.fit"] = time.perf_counter() - start - sum(laps.values())
         mlflow.sklearn.log_model(chain, name="model", input_example=X.head(5), **extra)
         laps["mlflow.sklearn.log_model"] = time.perf_counter() - start - sum(laps.values())
+        if cv is not None:
+            scores = cross_validate(clone(chain), X, y, cv=cv, scoring=SCORING)
+            mlflow.log_metrics(
+                {
+                    f"cv_{name}_{stat}": float(getattr(scores[f"test_{name}"], stat)())
+                    for name in SCORING
+                    for stat in ("mean", "std")
+                }
+            )
+            laps["cross_validate + log_metrics"] = time.perf_counter() - start - sum(laps.values())
     laps["end_run"] = time.perf_counter() - start - sum(laps.values())
 
 
-def fit_mlpipe(chain: Pipeline, frame: pd.DataFrame, cv: int | None) -> mlpipe.LineagePipeline:
+def fit_mlpipe(
+    chain: Pipeline, frame: pd.DataFrame, cv: int | None, n_jobs: int | None = None
+) -> mlpipe.LineagePipeline:
     X, y = frame.drop(columns=TARGET), frame[TARGET]
-    return mlpipe.LineagePipeline(chain.steps, cv=cv).fit(X, y)
+    return mlpipe.LineagePipeline(chain.steps, cv=cv, n_jobs=n_jobs).fit(X, y)
 
 
 def run_path(path: str, frame: pd.DataFrame, serialization: str | None) -> float:
@@ -132,10 +165,17 @@ def run_path(path: str, frame: pd.DataFrame, serialization: str | None) -> float
     chain = clone(template())
     with fresh_store() as experiment_id:
         start = time.perf_counter()
-        if path == BY_HAND:
-            fit_by_hand(chain, frame, experiment_id, serialization)
+        if path in (BY_HAND, BY_HAND_NO_CV):
+            fit_by_hand(
+                chain, frame, experiment_id, serialization, cv=5 if path == BY_HAND else None
+            )
         else:
-            fit_mlpipe(chain, frame, cv=5 if path == MLPIPE_CV5 else None)
+            fit_mlpipe(
+                chain,
+                frame,
+                cv=None if path == MLPIPE_NO_CV else 5,
+                n_jobs=1 if path == MLPIPE_SEQUENTIAL else None,
+            )
         return time.perf_counter() - start
 
 
@@ -162,7 +202,7 @@ def _untrusted(error: Exception) -> str:
 @contextlib.contextmanager
 def patched(breakdown: Breakdown) -> Iterator[None]:
     """Time mlpipe's parts by wrapping the names ``LineagePipeline.fit`` calls."""
-    pipeline = mlpipe._pipeline
+    chain_module = mlpipe._chain
     dataset = mlpipe.data._dataset
     client = mlflow.MlflowClient
     stage_names = {}
@@ -171,20 +211,21 @@ def patched(breakdown: Breakdown) -> Iterator[None]:
         return f"fit stage {stage_names.get(id(est), '?')} ({type(est).__name__})"
 
     targets: list[tuple[Any, str, str | Callable[..., str], bool]] = [
-        (pipeline, "prepare", "prepare raw input (normalise missing values)", False),
+        (mlpipe._pipeline, "prepare", "prepare raw input (normalise missing values)", False),
         (mlpipe.model._raw, "prepare", "prepare raw input (normalise missing values)", False),
-        (pipeline, "as_frame", "load run: join X and y", False),
+        (chain_module, "as_frame", "load run: join X and y", False),
         (dataset, "fingerprint", "load run: fingerprint", False),
         (dataset, "dataset_entity", "load run: dataset entity (schema of 100 rows)", False),
-        (pipeline, "log_load", "load run: MLflow logging", False),
-        (pipeline, "find_frame_load", "load run: look for an identical frame", False),
-        (pipeline, "training_inputs", "stage runs: read the load's dataset inputs", False),
+        (chain_module, "log_load", "load run: MLflow logging", False),
+        (chain_module, "find_frame_load", "load run: look for an identical frame", False),
+        (chain_module, "training_inputs", "stage runs: read the load's dataset inputs", False),
         (mlpipe.tracking._store, "git_commit", "git rev-parse HEAD (subprocess)", False),
-        (pipeline, "lookup", "cache lookups", False),
-        (pipeline, "dumps", "stage runs: serialize fitted stages", False),
-        (pipeline.LineagePipeline, "_cross_validate", "cross-validation + plots (5 folds)", False),
-        (pipeline, "log_raw_model", "log_raw_model (model logging)", False),
-        (pipeline, "render", "lineage picture", False),
+        (chain_module, "lookup", "cache lookups", False),
+        (chain_module, "dumps", "stage runs: serialize fitted stages", False),
+        (chain_module, "fit_step", fit_label, False),
+        (chain_module, "evaluate", "evaluation: folds, scores, predictions table", False),
+        (chain_module, "log_raw_model", "log_raw_model (model logging)", False),
+        (chain_module, "render", "lineage picture", False),
     ]
     # Stage-run logging: every MlflowClient call made by the stage loop itself
     # (calls made inside the load run or the model logging count there).
@@ -201,18 +242,24 @@ def patched(breakdown: Breakdown) -> Iterator[None]:
         "set_terminated",
     ):
         targets.append((client, method, "stage runs: MLflow logging", True))
+    # The plots: their logging, once drawn (in the workers, meanwhile, when folds run in
+    # parallel; then this is mostly waiting for them).
+    evaluation = mlpipe._evaluation
+    targets.append((evaluation, "_start_plots", "evaluation: start the plots", False))
     originals = [(owner, name, owner.__dict__[name]) for owner, name, _, _ in targets]
-    fit_step = pipeline.LineagePipeline.__dict__["_fit_step"]
+    start_plots = evaluation._start_plots
+
+    def timed_plots(*args: Any, **kwargs: Any) -> Callable[[], None]:
+        return breakdown.wrap("evaluation: plots (drawn and logged)", start_plots(*args, **kwargs))
+
     try:
         for owner, name, label, top_only in targets:
             setattr(owner, name, breakdown.wrap(label, getattr(owner, name), top_only=top_only))
-        timed_fit = breakdown.wrap(fit_label, fit_step.__func__)
-        pipeline.LineagePipeline._fit_step = staticmethod(timed_fit)
+        evaluation._start_plots = timed_plots
         yield stage_names
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
-        pipeline.LineagePipeline._fit_step = fit_step
 
 
 def breakdown_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -256,14 +303,19 @@ def main() -> None:
         f"python {platform.python_version()}, mlflow {mlflow.__version__}, "
         f"scikit-learn {sklearn.__version__}, pandas {pd.__version__}, mlpipe {mlpipe.__version__}"
     )
+    print(f"{git_state()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"repeat={args.repeat} (median), rows={args.rows}, fresh SQLite store per fit\n")
 
     # Warm-up (imports, lazy MLflow setup), untimed; it also finds out whether
     # MLflow's default skops serialization takes the chain.
     small = penguin_frame(200)
     serialization, why = by_hand_serialization(small)
-    for path in (MLPIPE_CV5, MLPIPE_NO_CV, BY_HAND):
+    for path in PATHS:
         run_path(path, small, serialization)
+    # joblib's worker processes, which a session starts at its first parallel
+    # evaluation and keeps (that first one costs a few seconds more).
+    with fresh_store():
+        fit_mlpipe(clone(template()), small, cv=5, n_jobs=-1)
     print(f"By-hand log_model serialization: {serialization or 'skops'}: {why}.\n")
 
     results: dict[tuple[int, str], list[float]] = defaultdict(list)
@@ -276,8 +328,8 @@ def main() -> None:
 
     table = []
     for rows in args.rows:
-        by_hand = statistics.median(results[rows, BY_HAND])
         for path in PATHS:
+            by_hand = statistics.median(results[rows, BASELINE[path]])
             times = results[rows, path]
             median = statistics.median(times)
             table.append(
@@ -287,7 +339,8 @@ def main() -> None:
                     "median s": f"{median:.3f}",
                     "min s": f"{min(times):.3f}",
                     "max s": f"{max(times):.3f}",
-                    "ratio vs by hand": f"{median / by_hand:.2f}",
+                    "ratio": f"{median / by_hand:.2f}",
+                    "vs": BASELINE[path],
                 }
             )
     print("Fit, log and model logging, seconds per fit:")
@@ -306,6 +359,7 @@ def main() -> None:
     steps = pd.DataFrame({"step": list(laps), "seconds": list(laps.values())})
     steps["seconds"] = steps["seconds"].map("{:.4f}".format)
     print(steps.to_string(index=False))
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from pathlib import Path
 
 import joblib
 import mlflow

@@ -250,9 +250,10 @@ def evaluate(
     return Evaluation(metrics, tags, finish)
 
 
-# Folds run in parallel only when the chain took at least this long to fit once:
-# below it, starting worker processes and sending them the data costs more.
-_PARALLEL_SECONDS = 0.2
+# Folds run in parallel only when fitting them one after another would take about
+# this long (the chain's own fit times the folds): below it, starting the worker
+# processes (a second or two, once per session) and sending them the data costs more.
+_PARALLEL_SECONDS = 1.0
 
 
 def _n_jobs(folds: FoldSettings, n_splits: int) -> int:
@@ -262,7 +263,7 @@ def _n_jobs(folds: FoldSettings, n_splits: int) -> int:
         return max(1, min(n_splits, effective_n_jobs(folds.n_jobs)))
     if get_active_backend()[1] is not None:  # the user's joblib.parallel_config
         return max(1, min(n_splits, effective_n_jobs(None)))
-    if folds.chain_seconds < _PARALLEL_SECONDS:
+    if folds.chain_seconds * n_splits < _PARALLEL_SECONDS:
         return 1
     return max(1, min(n_splits, cpu_count(only_physical_cores=False)))
 

@@ -155,9 +155,10 @@ class LineagePipeline(Pipeline):
         backend (worker processes by default), as scikit-learn reads ``n_jobs``:
         ``-1`` is every core, ``1`` one fold after another. ``None`` takes
         ``joblib.parallel_config(n_jobs=...)`` when one is active, and otherwise
-        lets mlpipe choose: every core (at most one per fold) when fitting the
-        chain once took 0.2 s or more, one at a time below that, where starting
-        workers would cost more than it saves. At most ``n_jobs`` folds' data are
+        lets mlpipe choose: every core (at most one per fold) when the folds
+        would take a second or more one after another (judged by how long the
+        chain took to fit once), one at a time below that, where starting workers
+        would cost more than it saves. At most ``n_jobs`` folds' data are
         in memory at once. Results do not depend on it.
 
     Attributes
