@@ -433,7 +433,10 @@ def _check_failures(results: list[_Fold], n_splits: int) -> dict[str, list[float
                 UserWarning,
                 stacklevel=2,
             )
-    names = next(iter(results)).scores.keys()
+    # A failed fold has NaN under the names scoring was given; a scorer that returns a
+    # dict names its own.
+    scored = [fold for fold in results if fold.error is None and fold.scoring_error is None]
+    names = (scored or results)[0].scores.keys()
     return {name: [fold.scores.get(name, np.nan) for fold in results] for name in names}
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -249,3 +252,24 @@ def test_n_jobs_is_checked_like_any_parameter(penguins):
     X, y = penguins
     with pytest.raises(ValueError, match="n_jobs"):
         _pipe(C=1.0, n_jobs="two").fit(X, y)
+
+
+def test_folds_kept_by_another_process_are_read(penguins, tmp_path):
+    X, y = penguins
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "cold.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from palmerpenguins import load_penguins\n"
+        "from mlpipe import _chain\n"
+        "from tests.test_folds import _pipe\n"
+        "_chain.OUTPUT_CACHE_SECONDS = 0.0\n"
+        "raw = load_penguins()\n"
+        "_pipe(C=1.0).fit(raw.drop(columns='species'), raw['species'])\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=300)
+    warm = _pipe(C=0.5).fit(X, y)
+    assert warm.reused_ == ["processing"]
+    assert (Calls.fits, Calls.transforms) == (0, 0)
