@@ -123,12 +123,25 @@ def read_only_engine(url: str) -> sa.Engine:
     """
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
+        _check_sqlite_file(engine.url)
         sa.event.listen(engine, "connect", _sqlite_read_only)
     elif engine.dialect.name == "postgresql":
         engine.update_execution_options(postgresql_readonly=True)
     elif engine.dialect.name in ("mysql", "mariadb"):
         sa.event.listen(engine, "connect", _session_read_only)
     return engine
+
+
+def _check_sqlite_file(url: sa.URL) -> None:
+    """Refuse a SQLite file that does not exist: connecting would create it, empty."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).is_file():
+        raise sa.exc.ArgumentError(
+            f"there is no SQLite database file at {Path(database).resolve()} (expected an "
+            "existing file; connecting would have created an empty one)"
+        )
 
 
 def _sqlite_read_only(dbapi_connection: Any, connection_record: Any) -> None:
