@@ -198,7 +198,11 @@ class _ChainLogger:
             )
             for _, name, _ in _active(self.steps)
         }
-        store.end_abandoned_runs(client, list(experiments.values()))
+        # Load runs too: a load whose process died mid-way is ended by the next fit.
+        load_experiment = store.get_or_create_experiment(
+            client, store.experiment_name(schema.LOAD_STAGE, settings.project)
+        )
+        store.end_abandoned_runs(client, [load_experiment, *experiments.values()])
         inputs = training_inputs(client, dataset)
         run_ids = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
         reused: list[str] = []
