@@ -40,6 +40,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SERVER_BACKEND = "MLPIPE_TEST_SERVER_BACKEND"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist already runs one worker per core. With n_jobs=None a fit whose folds
+    # take a second spreads them over every core (joblib's cpu_count): a pool of worker
+    # processes in each test worker and each process a test starts, all fighting the
+    # other test workers for the same cores, and more often the busier the machine is.
+    # One core each makes the folds sequential, as scikit-learn's n_jobs=None is; the
+    # tests of parallel folds ask for them (n_jobs=2). Children inherit the setting.
+    os.environ.setdefault("LOKY_MAX_CPU_COUNT", "1")
+
 
 @event.listens_for(Engine, "connect")
 def _sqlite_without_fsync(connection: Any, _record: Any) -> None:
