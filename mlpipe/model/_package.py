@@ -100,13 +100,18 @@ def raw_signature(predictions: Any, method: str = "predict") -> ModelSignature:
 
     * ``double``, ``long``, ``string``, ``datetime``: in process, MLflow refuses
       columns of the training frame itself: ``int64`` or ``Int64`` for ``double``,
-      a categorical or an all-missing column for ``string``, a time zone for
+      an integer column with a missing value for ``long``, a categorical or an
+      all-missing column for ``string``, a time zone for
       ``datetime``; and it turns ``datetime64[us]`` into ``datetime64[ns]``.
       Served, ``long`` refuses a ``null`` and truncates ``1.5`` to ``1``, and
       ``boolean`` takes any text.
     * ``Any``: MLflow's server refuses every ``text/csv`` body for a signature with
       one (it reads CSV with the signature's dtypes, which ``Any`` has not), and it
       checks ``Any`` one value at a time (0.5 to 1 ms per 1,000 rows per column).
+    * ``required=False`` changes none of this: a column present is checked.
+
+    ``tests/model/test_signature.py`` pins each of these behaviours of MLflow: the
+    day one changes, an input schema may become possible (the UI shows it).
 
     ``params`` declares ``method``, whose default is ``method``. The output schema is
     inferred from ``predictions``.

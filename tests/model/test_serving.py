@@ -147,3 +147,41 @@ def test_missing_column_is_a_client_error(server: Server) -> None:
     )
     assert response.status_code == 400, response.text
     assert "body_mass_g" in response.text
+
+
+def _frames_a_typed_schema_would_refuse(X: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Frames MLflow's typed columns refuse or misread (tests/model/test_signature.py)."""
+    rows = rows_with_nulls(X).reset_index(drop=True)
+    return {
+        "the training frame": X,
+        "every text value missing": rows.assign(island=np.nan, sex=np.nan),
+        "missing and fractional years": rows.assign(
+            year=[np.nan if i % 3 == 0 else 2007.5 + i % 2 for i in range(len(rows))]
+        ),
+        "a categorical island": rows.astype({"island": "category"}),
+    }
+
+
+@pytest.mark.parametrize("form", ["dataframe_split", "dataframe_records", "text/csv"])
+def test_served_reads_every_value_as_predict_does(server: Server, form: str) -> None:
+    # The model declares no input columns, so no MLflow check refuses or converts these
+    # first: each reaches the model as sent and is read as pipe.predict reads it.
+    classes = [str(c) for c in server.pipe.classes_]
+    for name, frame in _frames_a_typed_schema_would_refuse(server.X).items():
+        if form == "text/csv":
+            # A CSV body takes no params: compare the predicted classes.
+            response = requests.post(
+                f"{server.url}/invocations",
+                data=frame.to_csv(index=False),
+                headers={"Content-Type": "text/csv"},
+                timeout=30,
+            )
+            assert response.status_code == 200, f"{name}: {response.text}"
+            assert response.json()["predictions"] == server.pipe.predict(frame).tolist(), name
+            continue
+        data = _split(frame) if form == "dataframe_split" else _records(frame)
+        served = _invoke(server, {form: data, "params": {"method": "predict_proba"}})
+        got = np.array([[record[c] for c in classes] for record in served])
+        np.testing.assert_allclose(
+            got, server.pipe.predict_proba(frame), rtol=1e-12, atol=1e-15, err_msg=name
+        )
