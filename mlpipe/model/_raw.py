@@ -236,19 +236,31 @@ def _as_boolean(name: str, column: pd.Series, expected: str, *, nullable: bool) 
         return column
     values = column.to_numpy(dtype=object, na_value=np.nan)
     missing = np.asarray(column.isna())
+    present = ~missing
     out = np.full(len(values), np.nan, dtype=object)
     bad = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if missing[i]:
-            continue
-        if isinstance(value, bool | np.bool_):
-            out[i] = bool(value)
-        elif isinstance(value, str) and value in TRUE_TEXT:
-            out[i] = True
-        elif isinstance(value, str) and value in FALSE_TEXT:
-            out[i] = False
-        else:
-            bad[i] = True
+    # One vectorised pass when every value present is a boolean, or every one is
+    # text (as JSON with nulls and CSV bring them); one pass in Python for a mix.
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("boolean", "empty"):
+        out[present] = values[present].astype(bool)
+    elif kind == "string":
+        text = pd.Series(values[present], dtype=object)
+        true, false = text.isin(TRUE_TEXT).to_numpy(), text.isin(FALSE_TEXT).to_numpy()
+        out[present] = true
+        bad[present] = ~(true | false)
+    else:
+        for i, value in enumerate(values):
+            if missing[i]:
+                continue
+            if isinstance(value, bool | np.bool_):
+                out[i] = bool(value)
+            elif isinstance(value, str) and value in TRUE_TEXT:
+                out[i] = True
+            elif isinstance(value, str) and value in FALSE_TEXT:
+                out[i] = False
+            else:
+                bad[i] = True
     if bad.any():
         spelled = ", ".join((*TRUE_TEXT, *FALSE_TEXT[:-1]))
         note = f" Text is read as a boolean only as {spelled} or {FALSE_TEXT[-1]}."
@@ -289,9 +301,11 @@ def _as_moment(name: str, column: pd.Series, expected: str, trained: Any) -> pd.
             else " as ISO 8601 text"
         )
         values = column.astype(object)
-        numbers = values.map(_is_number).astype(bool) & ~missing
-        if numbers.any():
-            _refuse(name, column, numbers, what, expected)
+        # Text (what JSON and CSV bring) holds no number: skip the pass in Python.
+        if pd.api.types.infer_dtype(values, skipna=True) != "string":
+            numbers = values.map(_is_number).astype(bool) & ~missing
+            if numbers.any():
+                _refuse(name, column, numbers, what, expected)
         if not durations:
             zoned = values.map(_has_offset).astype(float)
             wrong = np.asarray((zoned == (0.0 if tz is not None else 1.0)) & ~missing)

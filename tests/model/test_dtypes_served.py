@@ -556,3 +556,25 @@ def test_served_inputs_and_instances_bodies(served: Served) -> None:
     for body in ({"inputs": columns}, {"instances": instances}):
         got = predictions(served.post(body))
         np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=str(list(body)))
+
+
+def test_boolean_column_reads_alike_whatever_form_its_values_take() -> None:
+    # All booleans, all text (JSON with nulls, CSV) and a mix take different paths
+    # through prepare (the first two vectorised); each gives the same column.
+    dtypes = {"flag": "bool"}
+    forms = {
+        "booleans": [True, None, False, np.True_],
+        "text": ["true", None, "FALSE", "True"],
+        "mixed": [True, np.nan, "false", "TRUE"],
+    }
+    for name, values in forms.items():
+        got = prepare(pd.DataFrame({"flag": pd.Series(values, dtype=object)}), dtypes)["flag"]
+        assert got.dtype == np.dtype(object), name
+        assert [type(v) for v in got] == [bool, float, bool, bool], name
+        assert got[[0, 2, 3]].tolist() == [True, False, True], name
+        assert math.isnan(got[1]), name
+    complete = prepare(pd.DataFrame({"flag": ["false", "True"]}), dtypes)["flag"]
+    assert complete.dtype == np.dtype(bool) and complete.tolist() == [False, True]
+    # Text that is no boolean is refused, naming the first such value and its row.
+    with pytest.raises(ValueError, match=r"got 'No' \(str\) in row 2\."):
+        prepare(pd.DataFrame({"flag": ["true", None, "No", "yes"]}), dtypes)
