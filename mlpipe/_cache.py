@@ -373,11 +373,40 @@ def lookup(
 
     Every candidate passed over is named on the ``mlpipe`` logger at INFO, with why.
     """
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{schema.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
+    from mlpipe._compat import RunQuery
+
+    query = RunQuery(
+        experiment_ids=(experiment_id,),
+        tags_equal=((schema.CACHE_KEY, key),),
+        status="FINISHED",
         max_results=10,
+    )
+    # On MLflow's SQL store, the candidates' ids in one read, then each candidate in
+    # full until one may be reused (usually the first): search_runs would load every
+    # parameter, tag and metric of all ten.
+    ids = store.search_runs_sql(client, query, tags=())
+
+    def in_full():
+        for candidate in ids or []:
+            try:
+                run = client.get_run(candidate.info.run_id)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue  # removed for good since it was found
+            # Deleted or ended otherwise since it was found: as if not found.
+            if run.info.lifecycle_stage == "active" and run.info.status == "FINISHED":
+                yield run
+
+    found = (
+        in_full()
+        if ids is not None
+        else client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{schema.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=10,
+        )
     )
     for run in found:
         why = (

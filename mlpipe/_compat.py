@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import io
 import json
 import logging
@@ -39,12 +40,14 @@ import mlflow
 
 __all__ = [
     "HardDeleteStore",
+    "RunQuery",
     "dataset_source_type",
     "delete_artifacts",
     "is_unexpected_model_error",
     "model_artifact_uri",
     "predictions_json",
     "quiet",
+    "search_runs_sql",
     "suppressed_run_url",
 ]
 
@@ -155,6 +158,170 @@ def delete_artifacts(uri: str) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     get_artifact_repository(uri).delete_artifacts()
+
+
+# --- Tracking store: a read-only search that loads only what it is asked for ----------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunQuery:
+    """Which active runs to find, in the terms of ``MlflowClient.search_runs`` filters.
+
+    Every condition must hold (AND), as in a filter string:
+
+    - ``experiment_names`` / ``experiment_ids``: runs of these experiments (by name
+      as ``get_experiment_by_name`` finds them, deleted ones included, or by id);
+    - ``run_ids``: only these runs (``attributes.run_id IN (...)``);
+    - ``tags_equal``: ``tags.`k` = 'v'``; ``tags_like``: ``tags.`k` LIKE 'p'``;
+    - ``tags_set``: ``tags.`k` != ''`` for every key;
+    - ``any_tag_set``: ``tags.`k` != ''`` for at least one of the keys (no filter
+      string can say this: MLflow's filters have no OR);
+    - ``status``: ``attributes.status = '...'``.
+
+    Runs come newest first, as with ``order_by=["attributes.start_time DESC"]``.
+    """
+
+    experiment_names: tuple[str, ...] = ()
+    experiment_ids: tuple[str, ...] = ()
+    run_ids: tuple[str, ...] = ()
+    tags_equal: tuple[tuple[str, str], ...] = ()
+    tags_like: tuple[tuple[str, str], ...] = ()
+    tags_set: tuple[str, ...] = ()
+    any_tag_set: tuple[str, ...] = ()
+    status: str | None = None
+    max_results: int = 1000
+
+
+def search_runs_sql(
+    client: mlflow.MlflowClient,
+    query: RunQuery,
+    *,
+    tags: tuple[str, ...] | None = None,
+    metrics: bool = False,
+) -> list[mlflow.entities.Run] | None:
+    """The runs ``query`` finds, read straight from the client's SQL store; None when
+    the client's store is not MLflow's plain SQL store (the caller then searches
+    with ``search_runs``).
+
+    The runs are ``mlflow.entities.Run`` with their info, the tags named in ``tags``
+    (every tag when None) and, with ``metrics``, their latest metrics; never their
+    parameters or inputs. Which runs and in which order is exactly what
+    ``search_runs`` answers for the same filter and ``order_by=["attributes.start_time
+    DESC"]`` (``run_view_type`` ACTIVE_ONLY); ``tests/test_compat.py`` compares them.
+
+    Wraps the client's private store (``MlflowClient._tracking_client.store``), its
+    ``ManagedSessionMaker`` (a read-only session with MLflow's own SQLite pragmas,
+    ``case_sensitive_like`` among them) and its table models
+    (``mlflow.store.tracking.dbmodels.models``: ``SqlRun``, ``SqlTag``,
+    ``SqlLatestMetric``, ``SqlExperiment``). ``search_runs`` on a SQL store loads
+    every parameter, tag, metric and dataset input of each run it returns and
+    parses its filter with sqlparse each time: for mlpipe's lookups that is most
+    of the cost, and the runs' ids, tags and latest metrics are all they read.
+    Only ``SqlAlchemyStore`` itself qualifies (not a subclass: the workspace-aware
+    store filters experiments further). Checked with MLflow 3.17.
+    """
+    import sqlalchemy as sa
+    from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+    from mlflow.store.tracking.dbmodels.models import (
+        SqlExperiment,
+        SqlLatestMetric,
+        SqlRun,
+        SqlTag,
+    )
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if type(store) is not SqlAlchemyStore:
+        return None
+    statement: Any = sa.select(
+        SqlRun.run_uuid,
+        SqlRun.experiment_id,
+        SqlRun.name,
+        SqlRun.user_id,
+        SqlRun.status,
+        SqlRun.start_time,
+        SqlRun.end_time,
+        SqlRun.lifecycle_stage,
+        SqlRun.artifact_uri,
+    ).where(SqlRun.lifecycle_stage == "active")
+    if query.run_ids:
+        statement = statement.where(SqlRun.run_uuid.in_(query.run_ids))
+    if query.status is not None:
+        statement = statement.where(SqlRun.status == query.status)
+    # Tag values have no index: a tag compared by value is checked run by run, on the
+    # runs of the experiments only (the runs table is small and scanned first). A tag
+    # that only has to be set is found through the (key, run_uuid) index instead:
+    # mlpipe's exact upstream tags are set on a handful of runs.
+    # LIKE first: mlpipe's patterns (a key's date) pass few runs, and SQLite checks
+    # the conditions in this order.
+    conditions: list[tuple[str, Any]] = [(k, SqlTag.value.like(p)) for k, p in query.tags_like]
+    conditions += [(k, SqlTag.value == v) for k, v in query.tags_equal]
+    for key, condition in conditions:
+        statement = statement.where(
+            sa.exists().where(SqlTag.run_uuid == SqlRun.run_uuid, SqlTag.key == key, condition)
+        )
+    for keys in [(key,) for key in query.tags_set] + (
+        [query.any_tag_set] if query.any_tag_set else []
+    ):
+        statement = statement.where(
+            SqlRun.run_uuid.in_(
+                sa.select(SqlTag.run_uuid).where(SqlTag.key.in_(keys), SqlTag.value != "")
+            )
+        )
+    # search_runs' order for "attributes.start_time DESC": missing times last, then
+    # the newest, then the run id.
+    statement = statement.order_by(
+        sa.case((SqlRun.start_time.is_(None), 1), else_=0),
+        SqlRun.start_time.desc(),
+        SqlRun.run_uuid,
+    ).limit(query.max_results)
+    with store.ManagedSessionMaker() as session:
+        experiment_ids = [int(e) for e in query.experiment_ids]
+        if query.experiment_names:
+            # Resolved first: joined in the search, SQLite would check every run's
+            # tags before its experiment.
+            experiment_ids += session.execute(
+                sa.select(SqlExperiment.experiment_id).where(
+                    SqlExperiment.name.in_(query.experiment_names)
+                )
+            ).scalars()
+        if not experiment_ids:
+            return []
+        statement = statement.where(SqlRun.experiment_id.in_(experiment_ids))
+        rows = session.execute(statement).all()
+        ids = [row.run_uuid for row in rows]
+        found_tags: dict[str, list[RunTag]] = {i: [] for i in ids}
+        found_metrics: dict[str, list[Metric]] = {i: [] for i in ids}
+        if ids and tags != ():
+            tag_rows = sa.select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
+                SqlTag.run_uuid.in_(ids)
+            )
+            if tags is not None:
+                tag_rows = tag_rows.where(SqlTag.key.in_(tags))
+            for run_id, key, value in session.execute(tag_rows):
+                found_tags[run_id].append(RunTag(key, value))
+        if ids and metrics:
+            for metric in session.execute(
+                sa.select(SqlLatestMetric).where(SqlLatestMetric.run_uuid.in_(ids))
+            ).scalars():
+                found_metrics[metric.run_uuid].append(metric.to_mlflow_entity())
+    return [
+        Run(
+            RunInfo(
+                run_id=row.run_uuid,
+                experiment_id=str(row.experiment_id),
+                user_id=row.user_id,
+                status=row.status,
+                start_time=row.start_time,
+                end_time=row.end_time,
+                lifecycle_stage=row.lifecycle_stage,
+                artifact_uri=row.artifact_uri,
+                run_name=row.name,
+            ),
+            RunData(metrics=found_metrics[row.run_uuid], tags=found_tags[row.run_uuid]),
+        )
+        for row in rows
+    ]
 
 
 # --- Models --------------------------------------------------------------------------

@@ -463,3 +463,134 @@ def test_dataset_source_type_names_mlflows_own_and_mlpipes_sources(tmp_path: Pat
     assert _compat.dataset_source_type(local) == "local"
     sql = SQLDatasetSource(url="sqlite:///shop.db", table="penguins")
     assert _compat.dataset_source_type(sql) == SQLDatasetSource._get_source_type()
+
+
+# --- search_runs_sql -------------------------------------------------------------------
+
+
+def _tricky_store(client: mlflow.MlflowClient) -> dict[str, str]:
+    """Runs whose tags, statuses and times test every part of a RunQuery."""
+    from mlflow.entities import Metric
+
+    experiments = {name: client.create_experiment(name) for name in ("a", "b", "c")}
+    specs = [
+        # (experiment, start, status, tags, deleted)
+        ("a", 1_000, "FINISHED", {"t": "x_1", "k": "logreg@2019", "up.r1": "p:1"}, False),
+        ("a", 2_000, "FAILED", {"t": "x_1", "k": "logreg@2020", "up.r2": "p:2"}, False),
+        ("a", 2_000, "FINISHED", {"t": "xa1", "k": "LOGREG@2020", "up.r1": ""}, False),
+        ("a", 3_000, "FINISHED", {"t": "x%1", "k": "logreg@2020", "up.r2": "p:2"}, False),
+        ("a", 4_000, "FINISHED", {"t": "x_1", "k": "logreg@2021"}, True),
+        ("b", 2_000, "FINISHED", {"t": "x_1", "k": "logreg@2020", "up.r1": "p:1"}, False),
+        ("b", 5_000, "KILLED", {"t": "its", "k": "rf@2020"}, False),
+        ("c", 6_000, "FINISHED", {"t": "x_1", "k": "logreg@2020"}, False),
+    ]
+    ids = {}
+    for n, (experiment, start, status, tags, deleted) in enumerate(specs):
+        run = client.create_run(experiments[experiment], start_time=start, tags=tags)
+        run_id = run.info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric("m", float(n), 0, 0), Metric("nan", float("nan"), 0, 0)],
+            params=[],
+            tags=[],
+        )
+        client.set_terminated(run_id, status=status, end_time=start + 10)
+        if deleted:
+            client.delete_run(run_id)
+        ids[f"run{n}"] = run_id
+    client.delete_experiment(experiments["c"])  # its runs stay active, as in search_runs
+    return {**ids, **{f"experiment_{k}": v for k, v in experiments.items()}}
+
+
+def _queries(ids: dict[str, str]) -> list[_compat.RunQuery]:
+    Q = _compat.RunQuery
+    everywhere = ("a", "b", "c")
+    return [
+        Q(experiment_names=everywhere),
+        Q(experiment_names=("a",), tags_equal=(("t", "x_1"),)),
+        Q(experiment_names=everywhere, tags_like=(("t", "x_1"),)),  # '_' is any character
+        Q(experiment_names=everywhere, tags_like=(("k", "logreg@2020%"),)),  # case-sensitive
+        Q(experiment_names=everywhere, tags_like=(("k", "%@2020"),), status="FINISHED"),
+        Q(experiment_names=everywhere, tags_set=("up.r1",)),  # an empty value is not set
+        Q(experiment_names=("a", "b"), tags_set=("up.r2",), tags_equal=(("t", "x%1"),)),
+        Q(experiment_names=("b",), tags_equal=(("t", "its"),)),
+        Q(experiment_names=("a", "nope"), max_results=2),  # ties on start time by run id
+        Q(experiment_ids=(ids["experiment_b"],), status="KILLED"),
+        Q(experiment_names=everywhere, run_ids=(ids["run0"], ids["run5"], ids["run4"])),
+        Q(experiment_names=("nope",)),
+    ]
+
+
+def _filter_string(query: _compat.RunQuery) -> str:
+    from mlpipe.tracking._query import _filter_string
+
+    return _filter_string(query)
+
+
+def test_search_runs_sql_finds_what_search_runs_finds(tracking_store):
+    if not tracking_store.startswith("sqlite"):
+        pytest.skip("search_runs_sql reads MLflow's SQL store only")
+    client = mlflow.MlflowClient()
+    ids = _tricky_store(client)
+    for query in _queries(ids):
+        experiment_ids = list(query.experiment_ids) + [
+            e.experiment_id
+            for e in map(client.get_experiment_by_name, query.experiment_names)
+            if e is not None
+        ]
+        expected = (
+            client.search_runs(
+                experiment_ids,
+                filter_string=_filter_string(query),
+                order_by=["attributes.start_time DESC"],
+                max_results=query.max_results,
+            )
+            if experiment_ids
+            else []
+        )
+        found = _compat.search_runs_sql(client, query, metrics=True)
+        assert found is not None
+        assert [r.info.run_id for r in found] == [r.info.run_id for r in expected], query
+        for got, want in zip(found, expected, strict=True):
+            assert got.info.to_proto() == want.info.to_proto()
+            assert got.data.tags == want.data.tags
+            assert str(got.data.metrics) == str(want.data.metrics)  # NaN == NaN as text
+            assert got.data.params == {}  # never loaded
+        only = _compat.search_runs_sql(client, query, tags=("t", "absent"))
+        assert only is not None
+        assert [r.data.tags for r in only] == [
+            {k: v for k, v in r.data.tags.items() if k == "t"} for r in expected
+        ]
+        assert all(r.data.metrics == {} for r in only)
+
+
+def test_search_runs_sql_any_tag_set_is_the_union_of_the_searches(tracking_store):
+    if not tracking_store.startswith("sqlite"):
+        pytest.skip("search_runs_sql reads MLflow's SQL store only")
+    client = mlflow.MlflowClient()
+    ids = _tricky_store(client)
+    base = _compat.RunQuery(experiment_names=("a", "b", "c"), status="FINISHED")
+    union = _compat.search_runs_sql(
+        client, _compat.RunQuery(**{**base.__dict__, "any_tag_set": ("up.r1", "up.r2")})
+    )
+    each = [
+        run
+        for key in ("up.r1", "up.r2")
+        for run in _compat.search_runs_sql(
+            client, _compat.RunQuery(**{**base.__dict__, "tags_set": (key,)})
+        )
+        or []
+    ]
+    expected = sorted(
+        {r.info.run_id: r for r in each}.values(),
+        key=lambda r: (-r.info.start_time, r.info.run_id),
+    )
+    assert union is not None
+    assert [r.info.run_id for r in union] == [r.info.run_id for r in expected]
+    # run2's up.r1 is empty, run1 FAILED, run4 deleted.
+    assert {r.info.run_id for r in union} == {ids["run0"], ids["run3"], ids["run5"]}
+
+
+def test_search_runs_sql_answers_none_for_a_tracking_server():
+    client = mlflow.MlflowClient("http://127.0.0.1:9")  # never contacted
+    assert _compat.search_runs_sql(client, _compat.RunQuery(experiment_names=("a",))) is None

@@ -12,6 +12,7 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 
 from mlpipe import schema
+from mlpipe._compat import RunQuery
 from mlpipe.exceptions import NotFoundError
 from mlpipe.tracking import _store as store
 
@@ -22,6 +23,15 @@ _MAX_RESULTS = 1000
 # before it falls back to one search over every model of the algorithm.
 _DIRECT_CANDIDATES = 4
 _STAGE_PREFIX_FILTER = f"tags.`{schema.STAGE}` != ''"
+# What a LineageEntry reads of a run, besides its info.
+_LINEAGE_TAGS = (
+    schema.STAGE,
+    schema.TYPE,
+    schema.KEY,
+    schema.UPSTREAM,
+    schema.UPSTREAM_KEYS,
+    schema.REUSED_FROM,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +116,16 @@ def _quote(value: str) -> str:
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]+$")
 
 
-def _fitted_on(run_id: str) -> str:
-    """The exact filter clause for the runs fitted on ``run_id``."""
+def _fitted_on_tag(run_id: str) -> str:
+    """The tag that every run fitted on ``run_id`` has set (and no other run)."""
     if not _RUN_ID.match(run_id):
         raise ValueError(f"Expected a run id (letters, digits, '_' and '-'), got {run_id!r}.")
-    return f"tags.`{schema.upstream_tag(run_id)}` != ''"
+    return schema.upstream_tag(run_id)
+
+
+def _fitted_on(run_id: str) -> str:
+    """The exact filter clause for the runs fitted on ``run_id``."""
+    return f"tags.`{_fitted_on_tag(run_id)}` != ''"
 
 
 def _filter(
@@ -156,6 +171,74 @@ def _search(
     )
 
 
+def _query(
+    *,
+    experiment_names: tuple[str, ...] = (),
+    experiment_ids: tuple[str, ...] = (),
+    type: str | None = None,
+    date: str | dt.date | None = None,
+    upstream: str | None = None,
+    finished: bool = False,
+    any_stage: bool = False,
+    max_results: int = _MAX_RESULTS,
+) -> RunQuery:
+    """The search :func:`_filter` writes as a filter string, as a RunQuery."""
+    tags_like = []
+    if date is not None:
+        head = f"{store.safe_type(type)}@" if type is not None else "%@"
+        tags_like.append((schema.KEY, f"{head}{store.day(date)}%"))
+    return RunQuery(
+        experiment_names=experiment_names,
+        experiment_ids=experiment_ids,
+        tags_equal=((schema.TYPE, store.safe_type(type)),) if type is not None else (),
+        tags_like=tuple(tags_like),
+        tags_set=((schema.STAGE,) if any_stage else ())
+        + ((_fitted_on_tag(upstream),) if upstream is not None else ()),
+        status="FINISHED" if finished else None,
+        max_results=max_results,
+    )
+
+
+def _filter_string(query: RunQuery) -> str:
+    """``query`` as a ``search_runs`` filter string (``any_tag_set`` has none)."""
+    if query.any_tag_set:
+        raise ValueError("A search_runs filter cannot say 'any of these tags is set'.")
+    clauses = [f"tags.`{key}` = '{_quote(value)}'" for key, value in query.tags_equal]
+    clauses += [f"tags.`{key}` LIKE '{_quote(pattern)}'" for key, pattern in query.tags_like]
+    clauses += [f"tags.`{key}` != ''" for key in query.tags_set]
+    if query.status is not None:
+        clauses.append(f"attributes.status = '{query.status}'")
+    if query.run_ids:
+        ids = ", ".join(f"'{_quote(run_id)}'" for run_id in query.run_ids)
+        clauses.append(f"attributes.run_id IN ({ids})")
+    return " and ".join(clauses)
+
+
+def _find(
+    client: mlflow.MlflowClient,
+    query: RunQuery,
+    *,
+    tags: tuple[str, ...] | None = None,
+    metrics: bool = False,
+) -> list[Run]:
+    """The runs ``query`` finds, newest first.
+
+    On MLflow's SQL store, one read of exactly what is asked (the runs' info, the
+    ``tags`` named, else all, their latest metrics with ``metrics``); elsewhere (a
+    tracking server), ``search_runs`` with the same filter, whose runs carry
+    everything. The same runs either way (``tests/test_compat.py``).
+    """
+    found = store.search_runs_sql(client, query, tags=tags, metrics=metrics)
+    if found is not None:
+        return found
+    experiment_ids = list(query.experiment_ids)
+    for name in query.experiment_names:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            experiment_ids.append(experiment.experiment_id)
+    return _search(client, experiment_ids, _filter_string(query), query.max_results)
+
+
 def runs(
     stage: str | None = None,
     type: str | None = None,
@@ -199,12 +282,22 @@ def runs(
     ['run_id', 'stage', 'type', 'key', 'started', 'status', 'upstream']
     """
     client = store.client()
-    found = _search(
-        client,
-        _experiments(client, stage, project),
-        _filter(type=type, date=date, upstream=upstream, any_stage=stage is None),
-        max_results,
+    ids: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    if stage is None:
+        ids = tuple(_experiments(client, None, project))
+    else:
+        names = (store.experiment_name(stage, project),)
+    query = _query(
+        experiment_names=names,
+        experiment_ids=ids,
+        type=type,
+        date=date,
+        upstream=upstream,
+        any_stage=stage is None,
+        max_results=max_results,
     )
+    found = _find(client, query, metrics=True) if ids or names else []
     rows: list[dict[str, Any]] = []
     for run in found:
         entry = LineageEntry.from_run(run)
@@ -339,44 +432,133 @@ def find_chain(
         None when no such chain exists.
     """
     client = store.client()
-    processing_ids = _experiments(client, stages[0], project)
-    model_ids = _experiments(client, stages[1], project)
-    if not processing_ids or not model_ids:
-        return None
-    # Two searches, whatever the store holds: processing runs of the logic on a load of
-    # the table that day (their upstream keys say so), and model runs of the algorithm
-    # on a processing run of the logic. The chains are where the two meet.
+    processing_name = store.experiment_name(stages[0], project)
+    model_name = store.experiment_name(stages[1], project)
+    # Processing runs of the logic on a load of the table that day (their upstream
+    # keys say so); then the model runs of the algorithm fitted on them. The chains
+    # are where the two meet.
     load_prefix = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{store.day(date)}"
-    processings = {
-        run.info.run_id: run
-        for run in _search(
-            client,
-            processing_ids,
-            _filter(type=logic, finished=True)
-            + f" and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(load_prefix)}%'",
-        )
-        if "," not in run.data.tags.get(schema.UPSTREAM_KEYS, ",")
-    }
-    if not processings:
+    processing_query = dataclasses.replace(
+        _query(experiment_names=(processing_name,), type=logic, finished=True),
+        tags_like=((schema.UPSTREAM_KEYS, f"{load_prefix}%"),),
+    )
+    sql = store.search_runs_sql(client, processing_query, tags=_LINEAGE_TAGS)
+    if sql is None:
+        return _find_chain_searching(client, processing_query, model_name, logic, algorithm, stages)
+    ordered = _newest_data_first(sql)
+    if not ordered:
         return None
-    # Newest data version first, then the newest processing run on it.
-    ordered = sorted(
-        processings.values(),
+    # One read for the models on every candidate, through the exact upstream tags.
+    models = store.search_runs_sql(
+        client,
+        dataclasses.replace(
+            _query(experiment_names=(model_name,), type=algorithm, finished=True),
+            any_tag_set=tuple(_fitted_on_tag(run.info.run_id) for run in ordered),
+            max_results=50_000,
+        ),
+        tags=(*_LINEAGE_TAGS, *(schema.upstream_tag(run.info.run_id) for run in ordered)),
+    )
+    return _pick_chain(client, ordered, models or [], logic, stages)
+
+
+def _newest_data_first(processings: list[Run]) -> list[Run]:
+    """The candidate processing runs: on one load each; the newest data version first,
+    then the newest processing run on it."""
+    single = [r for r in processings if "," not in r.data.tags.get(schema.UPSTREAM_KEYS, ",")]
+    return sorted(
+        single,
         key=lambda run: (run.data.tags[schema.UPSTREAM_KEYS], run.data.tags.get(schema.KEY, "")),
         reverse=True,
     )
+
+
+def _like(pattern: str, value: str) -> bool:
+    """SQL ``LIKE`` as MLflow's stores apply it to tags: case-sensitive, ``%`` and ``_``."""
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch("".join(parts), value, flags=re.DOTALL) is not None
+
+
+def _pick_chain(
+    client: mlflow.MlflowClient,
+    ordered: list[Run],
+    models: list[Run],
+    logic: str,
+    stages: tuple[str, str],
+) -> Chain | None:
+    """The chain :func:`_find_chain_searching` picks, from the candidate processing runs
+    (``ordered``) and every FINISHED model of the algorithm fitted on one of them
+    (``models``, newest first), read at once."""
+    on: dict[str, list[Run]] = {run.info.run_id: [] for run in ordered}
+    for model in models:
+        for key, value in model.data.tags.items():
+            fitted_on = key[len(schema.UPSTREAM_PREFIX) :]
+            if key.startswith(schema.UPSTREAM_PREFIX) and value and fitted_on in on:
+                on[fitted_on].append(model)
     checked: dict[str, LineageEntry | None] = {}
+    for run in ordered[:_DIRECT_CANDIDATES]:
+        # The newest model fitted on it, as one search with max_results=1 finds it.
+        if on[run.info.run_id]:
+            newest = LineageEntry.from_run(on[run.info.run_id][0])
+            chain = _chain_on(client, checked, LineageEntry.from_run(run), newest)
+            if chain is not None:
+                return chain
+    if len(ordered) <= _DIRECT_CANDIDATES:
+        return None
+    # Past those, as the one search over every model of the algorithm on the logic:
+    # a model on one run only, ranked by its candidate, then by its key's time.
+    rank = {run.info.run_id: i for i, run in enumerate(ordered[_DIRECT_CANDIDATES:])}
+    upstream_keys = f"{stages[0]}:{store.safe_type(logic)}@%"
+    pairs = []
+    for model in models:
+        entry = LineageEntry.from_run(model)
+        if (
+            len(entry.upstream) == 1
+            and entry.upstream[0] in rank
+            and _like(upstream_keys, model.data.tags.get(schema.UPSTREAM_KEYS, ""))
+        ):
+            pairs.append((rank[entry.upstream[0]], entry))
+    pairs.sort(key=lambda pair: (pair[0], -store.key_time(pair[1].key)))
+    for position, model_entry in pairs:
+        processing = LineageEntry.from_run(ordered[_DIRECT_CANDIDATES + position])
+        chain = _chain_on(client, checked, processing, model_entry)
+        if chain is not None:
+            return chain
+    return None
 
-    def chain_on(processing: LineageEntry, model: LineageEntry) -> Chain | None:
-        load_id = processing.upstream[0]
-        if load_id not in checked:
-            load_run = client.get_run(load_id)
-            info = load_run.info
-            usable = info.status == "FINISHED" and info.lifecycle_stage == "active"
-            checked[load_id] = LineageEntry.from_run(load_run) if usable else None
-        load = checked[load_id]
-        return Chain((load, processing, model)) if load is not None else None
 
+def _chain_on(
+    client: mlflow.MlflowClient,
+    checked: dict[str, LineageEntry | None],
+    processing: LineageEntry,
+    model: LineageEntry,
+) -> Chain | None:
+    """The chain of ``processing`` and ``model`` if its load run is FINISHED and active."""
+    load_id = processing.upstream[0]
+    if load_id not in checked:
+        load_run = client.get_run(load_id)
+        info = load_run.info
+        usable = info.status == "FINISHED" and info.lifecycle_stage == "active"
+        checked[load_id] = LineageEntry.from_run(load_run) if usable else None
+    load = checked[load_id]
+    return Chain((load, processing, model)) if load is not None else None
+
+
+def _find_chain_searching(
+    client: mlflow.MlflowClient,
+    processing_query: RunQuery,
+    model_name: str,
+    logic: str,
+    algorithm: str,
+    stages: tuple[str, str],
+) -> Chain | None:
+    """find_chain through ``search_runs`` only, for stores other than MLflow's SQL store
+    (a tracking server): there, every run found costs its parameters and metrics."""
+    ordered = _newest_data_first(_find(client, processing_query))
+    model_experiment = client.get_experiment_by_name(model_name)
+    if not ordered or model_experiment is None:
+        return None
+    model_ids = [model_experiment.experiment_id]
+    checked: dict[str, LineageEntry | None] = {}
     model_filter = _filter(type=algorithm, finished=True)
     # The newest candidates first, one small exact search each: the usual answer
     # costs one or two searches.
@@ -388,7 +570,8 @@ def find_chain(
             max_results=1,
         )
         if found:
-            chain = chain_on(LineageEntry.from_run(run), LineageEntry.from_run(found[0]))
+            processing, newest = LineageEntry.from_run(run), LineageEntry.from_run(found[0])
+            chain = _chain_on(client, checked, processing, newest)
             if chain is not None:
                 return chain
     if len(ordered) <= _DIRECT_CANDIDATES:
@@ -409,7 +592,7 @@ def find_chain(
     pairs.sort(key=lambda pair: (pair[0], -store.key_time(pair[1].key)))
     for position, model in pairs:
         processing = LineageEntry.from_run(ordered[_DIRECT_CANDIDATES + position])
-        chain = chain_on(processing, model)
+        chain = _chain_on(client, checked, processing, model)
         if chain is not None:
             return chain
     return None

@@ -249,6 +249,23 @@ def client() -> mlflow.MlflowClient:
         return built
 
 
+def search_runs_sql(
+    client: mlflow.MlflowClient,
+    query: Any,
+    *,
+    tags: tuple[str, ...] | None = None,
+    metrics: bool = False,
+) -> list[Any] | None:
+    """:func:`mlpipe._compat.search_runs_sql`, with transient store errors retried.
+
+    None when the client's store is not MLflow's SQL store: search with
+    ``client.search_runs`` then.
+    """
+    from mlpipe._compat import search_runs_sql
+
+    return _retry(search_runs_sql, client, query, tags=tags, metrics=metrics)
+
+
 class Where:
     """The stage being logged, for :func:`reporting` to name.
 

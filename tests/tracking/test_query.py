@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import mlflow
+import pandas as pd
 import pytest
 from palmerpenguins import load_penguins
 from sklearn.ensemble import RandomForestClassifier
@@ -135,3 +136,61 @@ def test_find_chain_looks_past_many_newer_candidates(raw):
         "processing": coherent.run_ids_["processing"],
         "model": coherent.run_ids_["model"],
     }
+
+
+def _without_sql(monkeypatch):
+    """Make mlpipe search as it does against a tracking server (search_runs only)."""
+    from mlpipe.tracking import _store
+
+    monkeypatch.setattr(_store, "search_runs_sql", lambda *args, **kwargs: None)
+
+
+def test_sql_reads_answer_as_search_runs_does(raw, monkeypatch, tracking_store):
+    """find_chain and runs give the same answers through MLflow's SQL store directly
+    and through search_runs alone (what a tracking server gets)."""
+    old = mlpipe.load(raw, name="penguins", target="species")
+    coherent = _pipe().fit(old)
+    _pipe(model__C=0.5).fit(old)  # a second, newer model on the same processing run
+    pulls = []
+    for cell in range(6):  # six newer pulls, each processed; two also modelled with rf
+        changed = raw.copy()
+        changed.loc[cell, "bill_length_mm"] = 50.0 + cell
+        ds = mlpipe.load(changed, name="penguins", target="species")
+        pulls.append(ds)
+        if cell in (0, 1):
+            rf = _pipe(types={"processing": "plain", "model": "rf"})
+            rf.set_params(model=RandomForestClassifier(n_estimators=3, random_state=0)).fit(ds)
+        else:
+            _pipe()[:1].fit(ds)
+    asked = [
+        ("penguins", TODAY, "plain", "logreg"),
+        ("penguins", TODAY, "plain", "rf"),
+        ("penguins", TODAY, "plain", "nope"),
+        ("penguins", TODAY, "other", "logreg"),
+        ("penguins", "2019-02-09", "plain", "logreg"),
+        ("nope", TODAY, "plain", "logreg"),
+    ]
+    listed = [
+        {},
+        {"stage": "model"},
+        {"stage": "processing", "type": "plain", "date": TODAY},
+        {"upstream": old.run_id},
+        {"stage": "model", "upstream": coherent.run_ids_["processing"], "max_results": 1},
+        {"stage": "nope"},
+    ]
+
+    def answers():
+        chains = [mlpipe.find_chain(*a) for a in asked]
+        tables = [mlpipe.runs(**kw).drop(columns=["started"]) for kw in listed]
+        return chains, tables
+
+    chains, tables = answers()
+    assert chains[0] is not None and chains[0]["model"].run_id != coherent.run_ids_["model"]
+    assert chains[0]["load"].run_id == old.run_id  # past the four newest candidates
+    assert chains[1] is not None and chains[1]["load"].run_id == pulls[1].run_id
+    assert chains[2:] == [None] * 4
+    _without_sql(monkeypatch)
+    chains_searched, tables_searched = answers()
+    assert chains == chains_searched
+    for table, searched in zip(tables, tables_searched, strict=True):
+        pd.testing.assert_frame_equal(table, searched)

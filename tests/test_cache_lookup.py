@@ -1,0 +1,92 @@
+"""The stage cache's lookup finds the same run through MLflow's SQL store directly as
+through search_runs, and never one deleted or ended since it was found."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.entities import Metric, Param
+
+from mlpipe import _cache, schema
+from mlpipe._compat import HardDeleteStore, RunQuery
+from mlpipe.tracking import _store
+
+KEY = "ab" * 16
+
+
+def _run(client, experiment_id, start, *, status="FINISHED", key=KEY, **extra):
+    tags = {
+        schema.KEY: f"plain@{start}",
+        schema.STAGE: "processing",
+        schema.TYPE: "plain",
+        schema.SERIALIZER: "cloudpickle",
+        schema.STAGE_DIGEST: "sha256:00",
+        schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
+        schema.CACHE_KEY: key,
+        **extra,
+    }
+    run_id = client.create_run(experiment_id, start_time=start, tags=tags).info.run_id
+    client.log_batch(run_id, metrics=[Metric("m", 1.0, 0, 0)], params=[Param("p", "1")])
+    client.set_terminated(run_id, status=status, end_time=start + 1)
+    return run_id
+
+
+@pytest.fixture
+def runs():
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("processing")
+    ids = {
+        "old": _run(client, experiment_id, 1_000),
+        "reusable": _run(client, experiment_id, 2_000),
+        "incomplete": _run(client, experiment_id, 3_000, **{schema.STAGE_DIGEST: ""}),
+        "failed": _run(client, experiment_id, 4_000, status="FAILED"),
+        "deleted": _run(client, experiment_id, 5_000),
+        "other key": _run(client, experiment_id, 6_000, key="cd" * 16),
+    }
+    client.delete_run(ids["deleted"])
+    return client, experiment_id, ids
+
+
+def _lookup(client, experiment_id, key=KEY):
+    return _cache.lookup(client, experiment_id, key, need_model=False, stage="processing")
+
+
+def test_lookup_is_the_same_run_with_or_without_sql_reads(runs, monkeypatch):
+    client, experiment_id, ids = runs
+    found = _lookup(client, experiment_id)
+    assert found is not None and found.info.run_id == ids["reusable"]
+    # The whole run, as search_runs or get_run give it.
+    full = client.get_run(ids["reusable"])
+    assert found.data.params == full.data.params == {"p": "1"}
+    assert found.data.tags == full.data.tags and found.data.metrics == full.data.metrics
+    assert _lookup(client, experiment_id, "ef" * 16) is None
+
+    monkeypatch.setattr(_store, "search_runs_sql", lambda *args, **kwargs: None)
+    searched = _lookup(client, experiment_id)
+    assert searched is not None and searched.info.run_id == ids["reusable"]
+    assert searched.data.to_dictionary() == found.data.to_dictionary()
+    assert _lookup(client, experiment_id, "ef" * 16) is None
+
+
+def test_lookup_skips_runs_deleted_or_ended_after_they_were_found(runs, monkeypatch):
+    client, experiment_id, ids = runs
+    if _store.search_runs_sql(client, _cache_query(experiment_id)) is None:
+        pytest.skip("only MLflow's SQL store is read directly")
+    real = _store.search_runs_sql
+    gone = _run(client, experiment_id, 7_000)
+    ended = _run(client, experiment_id, 8_000)
+
+    def found_then_changed(*args, **kwargs):
+        found = real(*args, **kwargs)
+        client.delete_run(gone)  # deleted, then removed for good, between the two reads
+        HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(gone)
+        client.delete_run(ended)  # deleted only
+        return found
+
+    monkeypatch.setattr(_store, "search_runs_sql", found_then_changed)
+    found = _lookup(client, experiment_id)
+    assert found is not None and found.info.run_id == ids["reusable"]
+
+
+def _cache_query(experiment_id):
+    return RunQuery(experiment_ids=(experiment_id,), max_results=1)
