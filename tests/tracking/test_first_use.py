@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,43 +23,77 @@ import pytest
 import mlpipe
 from mlpipe.tracking import _store as store
 
-# Each process imports everything and reads its data, says it is ready (a file),
-# then waits for the go file, so that all of them reach the new store together.
-FITTER = textwrap.dedent(
+# One parent imports everything once, then forks the fitters: each is a process of its
+# own (its own MLflow client, engine and first use of the store), without paying the
+# seconds of importing MLflow and scikit-learn again. Each fitter reads its data, says
+# it is ready (a file), then waits for the go file, so that all of them reach the new
+# store together; it writes its chain to a file and its errors to its own log.
+FITTERS = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time, traceback
     from pathlib import Path
 
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    # What the first use of a store runs, imported before the fork; no store is touched.
+    import mlflow.store.tracking.sqlalchemy_store
     import mlpipe
+    import mlpipe._chain
+    import mlpipe._pipeline
+    import mlpipe.tracking._store
 
-    index, here = int(sys.argv[1]), Path(sys.argv[2])
-    X = np.arange(40.0).reshape(20, 2) + index  # each process its own data: its own chain
-    y = np.array([0, 1] * 10)
-    pipe = mlpipe.LineagePipeline(
-        [("processing", StandardScaler()), ("model", LogisticRegression())],
-        cv=None,
-        log_model=False,
-    )
-    (here / f"ready-{index}").touch()
-    go = here / "go"
-    while not go.exists():
-        time.sleep(0.002)
-    pipe.fit(X, y)
-    print(json.dumps(pipe.run_ids_))
+    count, here = int(sys.argv[1]), Path(sys.argv[2])
+
+
+    def fit(index):
+        X = np.arange(40.0).reshape(20, 2) + index  # each process its own data: its own chain
+        y = np.array([0, 1] * 10)
+        pipe = mlpipe.LineagePipeline(
+            [("processing", StandardScaler()), ("model", LogisticRegression())],
+            cv=None,
+            log_model=False,
+        )
+        (here / f"ready-{index}").touch()
+        go = here / "go"
+        while not go.exists():
+            time.sleep(0.002)
+        pipe.fit(X, y)
+        (here / f"chain-{index}.json").write_text(json.dumps(pipe.run_ids_))
+
+
+    children = {}
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:
+            log = os.open(here / f"fitter-{index}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(log, 2)
+            status = 1
+            try:
+                fit(index)
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        children[pid] = index
+    exits = {}
+    while children:
+        pid, status = os.wait()
+        exits[children.pop(pid)] = os.waitstatus_to_exitcode(status)
+    print(json.dumps(exits))
     """
 )
 
 
-def _wait_for(condition, processes, logs, what: str, timeout: float = 300) -> None:
+def _wait_for(condition, process, logs, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        for process, log in zip(processes, logs, strict=True):
-            if process.poll() is not None:
-                pytest.fail(f"A fitter died before {what}: {log.read_text()[-4000:]}")
+        if process.poll() is not None:
+            died = "\n".join(log.read_text()[-4000:] for log in logs if log.exists())
+            pytest.fail(f"The fitters died before {what}: {died}")
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out waiting for {what}")
         time.sleep(0.01)
@@ -69,42 +104,40 @@ def test_eight_processes_create_a_new_store_at_once(tmp_path, monkeypatch):
     db = tmp_path / "new" / "mlflow.db"
     db.parent.mkdir()
     uri = f"sqlite:///{db}"
-    script = tmp_path / "fitter.py"
-    script.write_text(FITTER)
+    script = tmp_path / "fitters.py"
+    script.write_text(FITTERS)
     here = tmp_path / "barrier"
     here.mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     count = 8
-    logs = [tmp_path / f"fitter-{i}.err" for i in range(count)]
-    processes = []
+    logs = [here / f"fitter-{i}.err" for i in range(count)] + [tmp_path / "fitters.err"]
+    with logs[-1].open("wb") as err:  # a file, not a pipe: it cannot fill up and block
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(count), str(here)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,  # its group: the fitters too, for the kill below
+        )
     try:
-        for i, log in enumerate(logs):
-            with log.open("wb") as err:  # a file, not a pipe: it cannot fill up and block
-                processes.append(
-                    subprocess.Popen(
-                        [sys.executable, str(script), str(i), str(here)],
-                        stdout=subprocess.PIPE,
-                        stderr=err,
-                        env=env,
-                        cwd=tmp_path,
-                    )
-                )
         ready = [here / f"ready-{i}" for i in range(count)]
-        _wait_for(lambda: all(r.exists() for r in ready), processes, logs, "all were ready")
+        _wait_for(lambda: all(r.exists() for r in ready), process, logs, "all were ready")
         assert not db.exists()
         (here / "go").touch()
-        chains = []
-        for process, log in zip(processes, logs, strict=True):
-            out, _ = process.communicate(timeout=600)
-            assert process.returncode == 0, log.read_text()[-4000:]
-            chains.append(json.loads(out.decode().strip().splitlines()[-1]))
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, logs[-1].read_text()[-4000:]
+        exits = {int(i): code for i, code in json.loads(out.decode().splitlines()[-1]).items()}
+        assert sorted(exits) == list(range(count))
+        for i, code in exits.items():
+            assert code == 0, logs[i].read_text()[-4000:]
+        chains = [json.loads((here / f"chain-{i}.json").read_text()) for i in range(count)]
     finally:
-        for process in processes:  # those still running when one failed
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+        if process.poll() is None:  # a fitter failed or hung: stop them all
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
