@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,66 +22,106 @@ from mlpipe.cli._demo import penguins_pipeline
 
 pytestmark = pytest.mark.slow
 
-# Each process reports that it is ready to fit (imports done, data read) and waits
-# for the go on its stdin: all four fit at the same moment, however slow their start.
-# Processes 0 and 1 fit the identical pipeline on the identical data.
-FITTER = textwrap.dedent(
+# One parent imports everything once, then forks the four fitters: each is a process
+# of its own (its own MLflow client and store connections), without importing MLflow
+# and scikit-learn again. Each reports that it is ready to fit (data read, pipeline
+# built) and waits for the go on the parent's stdin: all four fit at the same moment,
+# however slow their start. Processes 0 and 1 fit the identical pipeline on the
+# identical data. Each writes its result to a file and its errors to its own log.
+FITTERS = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys, traceback
+    from pathlib import Path
 
     from palmerpenguins import load_penguins
 
+    import mlflow.store.tracking.sqlalchemy_store  # imported before the fork; no store is used
+    import mlpipe._chain
+    import mlpipe._pipeline
+    import mlpipe.tracking._store
     from mlpipe.cli._demo import penguins_pipeline
 
-    index = int(sys.argv[1])
+    count, here = int(sys.argv[1]), Path(sys.argv[2])
     raw = load_penguins()
     X, y = raw.drop(columns="species"), raw["species"]
-    pipe = penguins_pipeline().set_params(cv=2, model__C=1.0 if index < 2 else 0.1 * index)
-    print("ready", flush=True)
+    go_read, go_write = os.pipe()
+
+
+    def fit(index):
+        pipe = penguins_pipeline().set_params(cv=2, model__C=1.0 if index < 2 else 0.1 * index)
+        (here / f"ready-{index}").touch()
+        assert os.read(go_read, 1) == b"g"
+        pipe.fit(X, y)
+        result = {"run_ids": pipe.run_ids_, "model_uri": pipe.model_uri_}
+        result["predictions"] = pipe.predict(X).tolist()
+        (here / f"result-{index}.json").write_text(json.dumps(result))
+
+
+    children = {}
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:
+            log = os.open(here / f"fitter-{index}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(log, 2)
+            status = 1
+            try:
+                fit(index)
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        children[pid] = index
+    # The barrier: the test says go once every child has said it is ready.
     assert sys.stdin.readline() == "go\\n"
-    pipe.fit(X, y)
-    result = {"run_ids": pipe.run_ids_, "model_uri": pipe.model_uri_}
-    print(json.dumps({**result, "predictions": pipe.predict(X).tolist()}))
+    os.write(go_write, b"g" * count)
+    exits = {}
+    while children:
+        pid, status = os.wait()
+        exits[children.pop(pid)] = os.waitstatus_to_exitcode(status)
+    print(json.dumps(exits))
     """
 )
 
 
 def _fit_at_once(tmp_path: Path, uri: str, processes: int = 4) -> list[dict[str, object]]:
-    script = tmp_path / "fitter.py"
-    script.write_text(FITTER)
+    script = tmp_path / "fitters.py"
+    script.write_text(FITTERS)
+    here = tmp_path / "fitters"
+    here.mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    logs = [tmp_path / f"fitter-{i}.err" for i in range(processes)]
-    running = []
-    for i, log in enumerate(logs):
-        with log.open("wb") as err:  # a file, not a pipe: it cannot fill up and block the child
-            running.append(
-                subprocess.Popen(
-                    [sys.executable, str(script), str(i)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    env=env,
-                    cwd=tmp_path,
-                )
-            )
+    logs = [here / f"fitter-{i}.err" for i in range(processes)]
+    parent_log = tmp_path / "fitters.err"
+    with parent_log.open("wb") as err:  # a file, not a pipe: it cannot fill up and block
+        parent = subprocess.Popen(
+            [sys.executable, str(script), str(processes), str(here)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,  # its group: the fitters too, for the kill below
+        )
     try:
-        # The barrier: every child has said it is ready (or died) before any is released.
-        for process, log in zip(running, logs, strict=True):
-            assert process.stdout.readline() == b"ready\n", log.read_text()[-4000:]
-        for process in running:
-            process.stdin.write(b"go\n")
-            process.stdin.flush()
-        results = []
-        for process, log in zip(running, logs, strict=True):
-            out, _ = process.communicate(timeout=600)
-            assert process.returncode == 0, log.read_text()[-4000:]
-            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+        ready = [here / f"ready-{i}" for i in range(processes)]
+        deadline = time.monotonic() + 300
+        while not all(r.exists() for r in ready):
+            died = [log.read_text()[-4000:] for log in logs if log.exists() and log.stat().st_size]
+            assert parent.poll() is None and not died, (parent_log.read_text()[-4000:], died)
+            assert time.monotonic() < deadline, "the fitters were not ready in 300 s"
+            time.sleep(0.01)
+        out, _ = parent.communicate(b"go\n", timeout=600)
+        assert parent.returncode == 0, parent_log.read_text()[-4000:]
+        exits = {int(i): code for i, code in json.loads(out.decode().splitlines()[-1]).items()}
+        assert sorted(exits) == list(range(processes))
+        for i, code in exits.items():
+            assert code == 0, logs[i].read_text()[-4000:]
+        return [json.loads((here / f"result-{i}.json").read_text()) for i in range(processes)]
     finally:
-        for process in running:  # those still waiting, when one failed
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return results
+        if parent.poll() is None:  # a fitter failed or hung: stop them all
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
 
 
 def test_four_processes_fit_at_once_and_every_run_is_there(tracking_store, tmp_path):
