@@ -197,7 +197,9 @@ def test_a_new_pull_of_the_same_data_reuses_stages_in_a_chain_of_its_own(data):
     frame = X.assign(species=y)
     first_pull = mlpipe.load(frame, name="penguins", target="species")
     first = _pipe().fit(first_pull)
-    second_pull = mlpipe.load(frame, name="penguins", target="species")
+    # Another pull of the same content (loading the very same frame again would return
+    # the first load run itself).
+    second_pull = mlpipe.load(frame, name="penguins_again", target="species")
     second = _pipe().fit(second_pull)
     assert (CountingScaler.fits, CountingModel.fits) == (1, 1)
     assert second.reused_ == ["processing", "model"]

@@ -322,19 +322,34 @@ def load(
                 f"{list(frame.columns)}.{hint}"
             )
     with store.reporting(), quiet():
-        datasets = [
-            log_load(
-                frame,
-                name=label,
-                source=where,
-                dataset_source=origin,
-                params=params,
-                target=target,
-                project=project,
-                snapshot=snapshot,
+        datasets = []
+        for frame, label, where, origin, params in reads:
+            # A frame or a file is its content: loading the same again is the same data
+            # version. A database read is a retrieval at a time: always a new version.
+            found = None
+            if origin is None or "file" in params:
+                found = find_load(
+                    store.client(),
+                    frame,
+                    name=label,
+                    source=where,
+                    target=target,
+                    project=project,
+                    snapshot=snapshot,
+                )
+            datasets.append(
+                found
+                or log_load(
+                    frame,
+                    name=label,
+                    source=where,
+                    dataset_source=origin,
+                    params=params,
+                    target=target,
+                    project=project,
+                    snapshot=snapshot,
+                )
             )
-            for frame, label, where, origin, params in reads
-        ]
     return datasets if isinstance(table, list | tuple) else datasets[0]
 
 
@@ -546,9 +561,57 @@ def find_frame_load(
     An in-memory frame has no retrieval to record, so refitting on identical data
     reuses its load run rather than logging a copy.
     """
+    return find_load(
+        client, frame, name="frame", source=None, target=target, project=project, snapshot=False
+    )
+
+
+def find_load(
+    client: mlflow.MlflowClient,
+    frame: pd.DataFrame,
+    *,
+    name: str,
+    source: str | None,
+    target: str | None,
+    project: str | None,
+    snapshot: bool,
+) -> Dataset | None:
+    """The newest FINISHED load run of this very data: the same fingerprint, type
+    ``name``, target and (unless None) source, with a snapshot when ``snapshot``."""
     experiment = client.get_experiment_by_name(store.experiment_name(schema.LOAD_STAGE, project))
     if experiment is None:
         return None
+    digest = fingerprint(frame)
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{schema.FINGERPRINT}` = '{digest}' "
+            f"and tags.`{schema.TYPE}` = '{store.safe_type(name)}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
+    for run in found:
+        tags = run.data.tags
+        if (
+            _logged_target(run, frame) == target
+            and (source is None or tags.get(schema.SOURCE) == source)
+            and (not snapshot or tags.get(schema.SNAPSHOT))
+        ):
+            key = tags[schema.KEY]
+            return Dataset(
+                frame=frame,
+                target=target,
+                name=name,
+                source=tags[schema.SOURCE],
+                run_id=run.info.run_id,
+                key=key,
+                fingerprint=digest,
+                retrieved_at=store.key_datetime(key),
+                loads=((key, run.info.run_id),),
+            )
+    return None
     digest = fingerprint(frame)
     found = client.search_runs(
         [experiment.experiment_id],
