@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,3 +110,86 @@ def run_python(
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines, f"{script.name} printed nothing; stderr:\n{done.stderr[-5000:]}"
     return json.loads(lines[-1])
+
+
+# What pip prints when it cannot reach the package index at all; any other failure
+# to install the logged requirements is a failure of the model, not of the machine.
+UNREACHABLE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
+    r"resolution|Name or service not known|ConnectTimeoutError|Network is unreachable|"
+    r"Connection refused|ProxyError|Read timed out",
+)
+
+# Requirements a model of these tests may log beyond the default model's: downloaded
+# with the first model's, so that the other one installs from the wheelhouse alone.
+OPTIONAL_REQUIREMENTS = ("skops",)
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess[str]:
+    # This environment's pip, pointed at the target interpreter with --python when
+    # installing: the new venv needs no pip of its own (ensurepip takes seconds).
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def venv_with_requirements(venv: Path, requirements: Path, wheelhouse: Path, log: Path) -> Path:
+    """A new venv at ``venv`` holding only ``requirements`` and what they need; its python.
+
+    Resolving against the package index takes most of an install, so the wheels are
+    downloaded once into ``wheelhouse`` (shared by the tests of a session) and each
+    venv installs from there alone (``--no-index``): the same pins, the same wheels.
+    """
+    import importlib.metadata
+
+    import pytest
+
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    python = venv / "bin" / "python"
+    install = (
+        "--python",
+        str(python),
+        "install",
+        # Python compiles what the model imports when it loads; compiling every
+        # installed file up front takes half of the install.
+        "--no-compile",
+        "--no-index",
+        "--find-links",
+        str(wheelhouse),
+        "-r",
+        str(requirements),
+    )
+    done = _pip(*install)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:  # wheels not downloaded yet
+        extra = []
+        for name in OPTIONAL_REQUIREMENTS:
+            try:
+                extra.append(f"{name}=={importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        fetched = _pip(
+            *("download", "--timeout", "60", "--retries", "2", "-d", str(wheelhouse)),
+            *("-r", str(requirements), *extra),
+        )
+        output += fetched.stdout + fetched.stderr
+        if fetched.returncode != 0 and UNREACHABLE.search(output):
+            pytest.skip(f"The package index is unreachable: {UNREACHABLE.search(output)[0]}")
+        done = _pip(*install)
+        output += done.stdout + done.stderr
+    log.write_text(output)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"pip could not install the model's logged requirements:\n"
+            f"{requirements.read_text()}\n--- pip ---\n{output[-10000:]}"
+        )
+    return python

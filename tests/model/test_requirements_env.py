@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,18 +21,13 @@ from tests.model._helpers import (
     rows_with_nulls,
     run_python,
     subprocess_env,
+    venv_with_requirements,
     write_local_modules,
 )
 
-pytestmark = pytest.mark.slow
+# One worker downloads the wheels both venv tests install (tests/model/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheelhouse")]
 
-# What pip prints when it cannot reach the package index at all; any other failure
-# to install the logged requirements is a failure of the model, not of the machine.
-_UNREACHABLE = re.compile(
-    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name "
-    r"resolution|Name or service not known|ConnectTimeoutError|Network is unreachable|"
-    r"Connection refused|ProxyError|Read timed out",
-)
 
 LOAD_SCRIPT = """
 import importlib
@@ -69,42 +63,8 @@ print(
 """
 
 
-def _install(venv_python: Path, requirements: Path, log: Path) -> None:
-    done = subprocess.run(
-        [
-            str(venv_python),
-            "-m",
-            "pip",
-            "install",
-            # Python compiles what the model imports when it loads; compiling every
-            # installed file up front takes half of the install.
-            "--no-compile",
-            "--disable-pip-version-check",
-            "--timeout",
-            "60",
-            "--retries",
-            "2",
-            "-r",
-            str(requirements),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    log.write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        output = done.stdout + done.stderr
-        if _UNREACHABLE.search(output):
-            pytest.skip(f"The package index is unreachable: {_UNREACHABLE.search(output)[0]}")
-        raise AssertionError(
-            f"pip could not install the model's logged requirements:\n"
-            f"{requirements.read_text()}\n--- pip ---\n{output[-10000:]}"
-        )
-
-
 def test_model_loads_with_only_its_logged_requirements(
-    tmp_path: Path, tracking_store: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tracking_store: str, monkeypatch: pytest.MonkeyPatch, wheelhouse: Path
 ) -> None:
     # A transformer from a local module that is not installed anywhere: the model
     # has to carry its code (and that of the module it imports) by value.
@@ -143,14 +103,7 @@ def test_model_loads_with_only_its_logged_requirements(
     assert frame.isna().any().any()
 
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    venv_python = venv / "bin" / "python"
-    _install(venv_python, requirements, tmp_path / "pip.log")
+    venv_python = venv_with_requirements(venv, requirements, wheelhouse, tmp_path / "pip.log")
 
     clean = tmp_path / "clean"
     clean.mkdir()

@@ -40,7 +40,13 @@ from mlpipe import schema
 from mlpipe._cache import digest
 from mlpipe.exceptions import SerializationError
 from mlpipe.model import _raw, _skops_model, _trusted
-from tests.model._helpers import penguins, rows_with_nulls, run_python, subprocess_env
+from tests.model._helpers import (
+    penguins,
+    rows_with_nulls,
+    run_python,
+    subprocess_env,
+    venv_with_requirements,
+)
 
 NUMBERS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
 TEXT = ["island", "sex"]
@@ -440,13 +446,11 @@ def test_skops_model_loads_in_a_fresh_process_without_mlpipe_or_pickle(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("wheelhouse")  # the worker that downloads the wheels once
 def test_skops_model_loads_with_only_its_logged_requirements(
-    tmp_path: Path, tracking_store: str
+    tmp_path: Path, tracking_store: str, wheelhouse: Path
 ) -> None:
     import os
-    import subprocess
-
-    from tests.model.test_requirements_env import _install
 
     X, y = penguins()
     pipe = chain("skops").fit(X, y)
@@ -457,10 +461,7 @@ def test_skops_model_loads_with_only_its_logged_requirements(
     records, frame = _records(tmp_path, X)
 
     venv = tmp_path / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120
-    )
-    _install(venv / "bin" / "python", requirements, tmp_path / "pip.log")
+    venv_with_requirements(venv, requirements, wheelhouse, tmp_path / "pip.log")
     clean = tmp_path / "clean"
     clean.mkdir()
     script = clean / "load.py"
