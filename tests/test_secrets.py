@@ -5,6 +5,7 @@ Issue 11, item 7 (the tracking-store half; tests/data/test_sources.py covers sou
 
 from __future__ import annotations
 
+import shutil
 import traceback
 import urllib.parse
 
@@ -66,9 +67,12 @@ def test_the_command_line_against_a_dead_server_shows_no_password(server_down, a
 
 
 @pytest.mark.slow
-def test_the_command_line_against_a_live_server_shows_no_password(tmp_path, monkeypatch, capfd):
+def test_the_command_line_against_a_live_server_shows_no_password(
+    tmp_path, monkeypatch, capfd, _empty_store
+):
     from tests._server import TrackingServer
 
+    shutil.copy(_empty_store, tmp_path / "server.db")  # MLflow's tables, made once
     server = TrackingServer(
         f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log"
     ).start()
