@@ -314,8 +314,9 @@ def test_stages_are_saved_and_reused_with_skops(monkeypatch: pytest.MonkeyPatch)
         assert files == [f"{schema.STAGE_ARTIFACT}/{schema.STAGE_SKOPS_FILE}"]
 
     with unpickling_watched(monkeypatch) as found:
-        # The same runs, and then the same stages under another load run of the same data.
-        again = chain("skops").fit(mlpipe.load(frame, name="penguins", target="species"))
+        # The same stages under another load run of the same data (another name: loading
+        # the very same frame again would return the first load run itself).
+        again = chain("skops").fit(mlpipe.load(frame, name="penguins_again", target="species"))
     assert found == []
     assert again.reused_ == ["processing", "model"]
     assert again.model_uri_ == first.model_uri_
