@@ -302,7 +302,9 @@ def test_trusted_users_also_guard_the_run_a_copy_reuses(data, tmp_path):
     X, y = data
     frame = X.assign(species=y)
     first = _pipe().fit(mlpipe.load(frame, name="penguins", target="species"))
-    second_pull = mlpipe.load(frame, name="penguins", target="species")
+    # The same content under another name: loading the very same frame again would
+    # return the first load run itself.
+    second_pull = mlpipe.load(frame, name="penguins_again", target="species")
     copy = _pipe().fit(second_pull)
     assert copy.reused_ == ["processing", "model"]
     copied = copy.run_ids_["processing"]
