@@ -381,22 +381,33 @@ def lookup(
         status="FINISHED",
         max_results=10,
     )
-    # On MLflow's SQL store, the candidates' ids in one read, then each candidate in
-    # full until one may be reused (usually the first): search_runs would load every
-    # parameter, tag and metric of all ten.
+    # On MLflow's SQL store, the candidates' ids in one read, then the newest in full
+    # (usually the one reused), and only if it is not, the others in one search:
+    # search_runs would load every parameter, tag and metric of all ten at once.
     ids = store.search_runs_sql(client, query, tags=())
 
     def in_full():
-        for candidate in ids or []:
-            try:
-                run = client.get_run(candidate.info.run_id)
-            except MlflowException as error:
-                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                continue  # removed for good since it was found
-            # Deleted or ended otherwise since it was found: as if not found.
-            if run.info.lifecycle_stage == "active" and run.info.status == "FINISHED":
-                yield run
+        candidates = [run.info.run_id for run in ids or []]
+        if not candidates:
+            return
+        try:
+            first = client.get_run(candidates[0])
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            first = None  # removed for good since it was found
+        # Deleted or ended otherwise since it was found: as if not found.
+        if first is not None and first.info.lifecycle_stage == "active":
+            if first.info.status == "FINISHED":
+                yield first
+        if len(candidates) > 1:
+            rest = ", ".join(f"'{run_id}'" for run_id in candidates[1:])
+            yield from client.search_runs(
+                [experiment_id],
+                filter_string=f"attributes.run_id IN ({rest}) and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=len(candidates),
+            )
 
     found = (
         in_full()
