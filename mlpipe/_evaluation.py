@@ -127,7 +127,7 @@ class FoldSettings:
 
     stages: list[StageFolds | None] = dataclasses.field(default_factory=list)
     trusted_users: tuple[str, ...] | None = None
-    keep_seconds: float = 0.5
+    keep_seconds: float = 0.1
     keep_bytes: int = 256 * 2**20
     n_jobs: int | None = None
     chain_seconds: float = 0.0
@@ -151,8 +151,10 @@ def evaluate(
     the same cache key (by any earlier fit, see :class:`FoldSettings`) is read back
     instead of fitted again. ``routed`` holds each step's fit parameters; sample-
     aligned ones are split with the rows. Returns the ``cv_<scorer>_mean``/``_std``
-    metrics and the evaluation tags; nothing is logged to ``run`` but the plots,
-    the predictions table and the kept fold outputs.
+    metrics, the evaluation tags and what logs the plots (started here, drawn in
+    the workers meanwhile when folds run in parallel); nothing else is logged to
+    ``run`` but the predictions table, and the kept fold outputs to the upstream
+    stages' runs.
     """
     folds = folds or FoldSettings()
     final = steps[-1][1]
