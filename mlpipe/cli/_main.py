@@ -531,10 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
     # Importing MLflow and opening its store create about a million objects that live as
-    # long as the process. Collecting cycles while they pile up frees next to nothing and
-    # costs a lookup (``main`` on a complete chain) about a seventh of its time, so the
-    # collector is paused until the command starts real work (reading data, fitting),
-    # and left as it was for a program that calls main() itself.
+    # long as the process. Collecting while they pile up took about an eighth of a
+    # lookup's time inside the process (``main`` on a complete chain; a few per cent end
+    # to end, see docs/performance.rst), so the collector is paused until the command
+    # starts real work (reading data, fitting), and left as it was for a program that
+    # calls main() itself.
     args.resume_gc = _pause_gc()
     try:
         return _main(args)
