@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -220,6 +221,12 @@ def search_runs_sql(
     Only ``SqlAlchemyStore`` itself qualifies (not a subclass: the workspace-aware
     store filters experiments further). Checked with MLflow 3.17.
     """
+    # A SQL store in use has imported its module: with a tracking server, nothing of
+    # MLflow's SQL layer is imported here (a quarter of the CLI's start-up).
+    sql_store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if sql_store is None or type(store) is not sql_store.SqlAlchemyStore:
+        return None
     import sqlalchemy as sa
     from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
     from mlflow.store.tracking.dbmodels.models import (
@@ -228,11 +235,6 @@ def search_runs_sql(
         SqlRun,
         SqlTag,
     )
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    if type(store) is not SqlAlchemyStore:
-        return None
     statement: Any = sa.select(
         SqlRun.run_uuid,
         SqlRun.experiment_id,
