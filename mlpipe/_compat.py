@@ -235,6 +235,7 @@ def search_runs_sql(
         SqlRun,
         SqlTag,
     )
+
     statement: Any = sa.select(
         SqlRun.run_uuid,
         SqlRun.experiment_id,
