@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -296,6 +297,21 @@ class _Fold:
     outputs_to_keep: list[tuple[int, bytes | None]] = dataclasses.field(default_factory=list)
 
 
+def _as_fold(fit: Callable[..., _Fold]) -> Callable[..., _Fold]:
+    """``fit`` with :data:`IN_EVALUATION` set while it runs, in whichever process."""
+
+    @functools.wraps(fit)
+    def marked(*args: Any, **kwargs: Any) -> _Fold:
+        token = IN_EVALUATION.set(True)
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            IN_EVALUATION.reset(token)
+
+    return marked
+
+
+@_as_fold
 def _fit_fold(
     index: int,
     stages: list[tuple[str, Any]],
@@ -316,45 +332,8 @@ def _fit_fold(
 
     ``X_train`` and ``X_test`` are the fold's rows as the first of ``stages`` takes
     them. Runs in a worker process when folds run in parallel, so it returns all
-    it found instead of logging, and says itself that it fits a fold.
+    it found instead of logging, and says itself (``_as_fold``) that it fits a fold.
     """
-    token = IN_EVALUATION.set(True)
-    try:
-        return _fit_fold_here(
-            index,
-            stages,
-            X_train,
-            X_test,
-            y_train,
-            y_test,
-            params,
-            scoring,
-            classes,
-            whole_chain=whole_chain,
-            keep=keep,
-            keep_seconds=keep_seconds,
-            keep_bytes=keep_bytes,
-        )
-    finally:
-        IN_EVALUATION.reset(token)
-
-
-def _fit_fold_here(
-    index: int,
-    stages: list[tuple[str, Any]],
-    X_train: Any,
-    X_test: Any,
-    y_train: Any,
-    y_test: Any,
-    params: dict[str, dict[str, Any]],
-    scoring: Any,
-    classes: np.ndarray | None,
-    *,
-    whole_chain: bool,
-    keep: list[bool],
-    keep_seconds: float,
-    keep_bytes: int,
-) -> _Fold:
     (final_name, final), upstream = stages[-1], stages[:-1]
     scorer = check_scoring(final, scoring=scoring)
     names = list(scoring) if isinstance(scoring, list | tuple | set | dict) else ["score"]
