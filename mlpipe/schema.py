@@ -54,6 +54,17 @@ LEASE_SECONDS = "mlpipe.lease_seconds"  # seconds without a beat after which it 
 # (lease expired, owner process dead, store unreachable when its own fit failed).
 ENDED_BECAUSE = "mlpipe.ended_because"
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own tag, shown in its UI
+# MLflow's own tags, which its UI shows on a run's page: the run's Markdown
+# description (what the stage is, links to its upstream runs, its model and version),
+# and where the fit came from (a script's path, a notebook, "mlpipe train").
+NOTE = "mlflow.note.content"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+# On the final stage run and on its model version: the metric a promotion compares by
+# default (the first cross-validated score, or a search's best_score), and the
+# registered version, "name/version", that the run's model became.
+SCORE_METRIC = "mlpipe.score_metric"
+REGISTERED_VERSION = "mlpipe.registered_version"
 
 # Values of EVALUATION.
 EVALUATED_BY_CROSS_VALIDATION = "cross_validation"  # the whole chain refitted on each fold
@@ -91,7 +102,7 @@ STAGE_SKOPS_FILE = "stage.skops"  # serializer skops
 STAGE_OUTPUT = "output.pkl"  # stage/output.pkl: see OUTPUT
 CV_RESULTS = "cv_results.json"  # a search's cv_results_, as an MLflow table
 LINEAGE_GRAPH = "lineage.svg"  # on the final stage: the chain as a picture
-MODEL_NAME = "model"  # name of the logged raw-input model
+MODEL_NAME = "model"  # artifact name of the raw-input model; its LoggedModel is named apart
 
 # The final stage's out-of-fold evaluation (LineagePipeline's cv): evaluation/<file>.
 EVALUATION_DIR = "evaluation"
@@ -144,3 +155,20 @@ FOLD_DIR = "stage/folds"
 # mlpipe sets it on every stage run and on the load runs fit(X, y) logs; a pipeline's
 # trusted_users compares it.
 MLFLOW_USER = "mlflow.user"
+
+# On the raw-input model's LoggedModel and on each registered version of it: the chain.
+# CHAIN is JSON, one {"stage", "key", "run_id", "cache_key"} per stage run, load first;
+# FINGERPRINT (above) the training data's, comma-separated for several load runs.
+CHAIN = "mlpipe.chain"
+# MLflow's own tag on a LoggedModel: JSON [{"name", "version"}] of its registered
+# versions, which the UI's model page lists under "Model versions".
+MODEL_VERSIONS = "mlflow.modelVersions"
+# On a model version that mlpipe.promote moved an alias to: PROMOTED_PREFIX +
+# "<alias>." + one of by, at, from, because (who, when in UTC ISO 8601, the version
+# that held the alias before or "none", and why: the scores compared or "forced").
+PROMOTED_PREFIX = "mlpipe.promoted."
+
+
+def promoted_tag(alias: str, what: str) -> str:
+    """The tag recording ``what`` (by, at, from, because) of a promotion to ``alias``."""
+    return f"{PROMOTED_PREFIX}{alias}.{what}"
