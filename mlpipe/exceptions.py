@@ -6,10 +6,12 @@ Each class also subclasses the matching builtin, so callers can catch either.
 __all__ = [
     "MlpipeError",
     "NotFoundError",
+    "PromotionError",
     "RegistrationError",
     "SerializationError",
     "SourceError",
     "StageError",
+    "TargetTypeError",
     "TrackingError",
 ]
 
@@ -31,6 +33,12 @@ class StageError(MlpipeError, ValueError):
     """A pipeline or one of its stages is set up in a way mlpipe cannot log."""
 
 
+class TargetTypeError(MlpipeError, ValueError):
+    """An algorithm cannot fit the target: a classifier on a continuous target, a
+    regressor on class labels, a binary-only option on more classes, or a target with
+    missing values. Raised before anything is fitted or logged."""
+
+
 class SourceError(MlpipeError, ValueError):
     """Data could not be read from its source (a database, a file)."""
 
@@ -49,3 +57,9 @@ class NotFoundError(MlpipeError, LookupError):
 
 class TrackingError(MlpipeError, RuntimeError):
     """The tracking store failed (or could not be reached) while a stage was logged."""
+
+
+class PromotionError(MlpipeError, ValueError):
+    """A model version was not promoted: it scores lower than the alias holder, its
+    score was measured on another data version, or it was never scored. The message
+    gives both scores and data versions; nothing was changed."""
