@@ -87,6 +87,7 @@ KEY_TIME = "key_time"  # the key's yyyymmddHHMMSS as an integer, for sorting and
 FIT_TIME = "fit_time_seconds"
 TRAINING_SCORE = "training_score"
 BEST_SCORE = "best_score"
+BEST_THRESHOLD = "best_threshold"  # the decision threshold a threshold-tuned model chose
 CV_PREFIX = "cv_"  # cv_<scorer>_mean and cv_<scorer>_std
 
 # Parameter prefixes.
