@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,13 +49,21 @@ from mlpipe.data._dataset import (
     log_training_input,
     training_inputs,
 )
-from mlpipe.exceptions import SerializationError
+from mlpipe.exceptions import SerializationError, StageError
 from mlpipe.model._package import log_raw_model
 from mlpipe.model._serialize import dumps, referenced_modules
 from mlpipe.tracking import _store as store
 from mlpipe.tracking._query import lineage
 
-__all__ = ["LoggedChain", "Settings", "fit_unlogged", "log_chain", "stage_type"]
+__all__ = [
+    "LoggedChain",
+    "Settings",
+    "cache_type",
+    "check_type",
+    "fit_unlogged",
+    "log_chain",
+    "stage_type",
+]
 
 logger = logging.getLogger("mlpipe")
 
@@ -92,11 +101,62 @@ class LoggedChain:
     output: Any  # fit_transform's or fit_predict's result; None for fit
 
 
-def stage_type(estimator: Any) -> str:
-    """The type of a stage run: the estimator's class, or its steps' for a Pipeline."""
+# A type names runs and is written into search filters: no '@' (it ends the type in a
+# stage key), no quote, no space. The same characters store.safe_type keeps.
+_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+MAX_TYPE_LENGTH = 100
+TYPE_RULE = (
+    "a letter or digit, then letters, digits, '_', '.', '+' or '-', at most "
+    f"{MAX_TYPE_LENGTH} characters"
+)
+# Steps that only reshape data, left out of a derived type when other steps remain.
+_PLUMBING = ("FunctionTransformer",)
+# A derived type joins at most this many class names, in at most this many characters;
+# a longer Pipeline is named by its first and last classes: ``SimpleImputer..LogisticRegression``.
+_MAX_DERIVED_NAMES = 3
+_MAX_DERIVED_LENGTH = 60
+
+
+def check_type(type_: Any, step: str) -> None:
+    """Raise StageError unless ``type_`` can be the type of step ``step``'s runs."""
+    if not isinstance(type_, str) or not _TYPE.match(type_) or len(type_) > MAX_TYPE_LENGTH:
+        raise StageError(
+            f"Invalid type {type_!r} for step {step!r} in types=: a type starts the stage "
+            f"key 'type@yyyymmddHHMMSS' and is searched for, so it must be {TYPE_RULE}."
+        )
+
+
+def _class_names(estimator: Any) -> list[str]:
     if isinstance(estimator, Pipeline):
-        return "+".join(stage_type(e) for _, e in estimator.steps if e not in SKIPPED)
-    return type(estimator).__name__
+        return [n for _, e in estimator.steps if e not in SKIPPED for n in _class_names(e)]
+    return [type(estimator).__name__]
+
+
+def stage_type(estimator: Any) -> str:
+    """The type of a stage run whose step ``types=`` does not name: its class name.
+
+    For a Pipeline, the class names of its steps joined with ``+``, without
+    FunctionTransformer (unless nothing else is left); beyond three names or 60
+    characters, the first and last joined with ``..``.
+    """
+    names = _class_names(estimator)
+    kept = [n for n in names if n not in _PLUMBING] or names
+    if not kept:  # a Pipeline of passthrough steps only
+        return type(estimator).__name__
+    joined = "+".join(kept)
+    if len(kept) <= _MAX_DERIVED_NAMES and len(joined) <= _MAX_DERIVED_LENGTH:
+        return joined
+    return f"{kept[0]}..{kept[-1]}"
+
+
+def cache_type(estimator: Any) -> str:
+    """The type that the cache key of a stage not named by ``types=`` holds.
+
+    Every class name of a Pipeline joined with ``+``: the type such a stage had
+    before derived types were shortened, kept in the key so that stages fitted
+    then are still reused (the classes are in the key anyway).
+    """
+    return "+".join(_class_names(estimator))
 
 
 def fit_step(est: Any, X: Any, y: Any, params: dict[str, Any], final: str | None) -> Any:
@@ -223,8 +283,11 @@ class _ChainLogger:
             start = time.perf_counter()
             is_last = i == self.last
             method = final if is_last else None
-            type_ = (settings.types or {}).get(name) or stage_type(est)
-            key = _stage_cache_key(settings, name, type_, est, routed[name], upstream_key, method)
+            given = (settings.types or {}).get(name)
+            type_ = given or stage_type(est)
+            key = _stage_cache_key(
+                settings, name, given or cache_type(est), est, routed[name], upstream_key, method
+            )
             tags = {
                 **common_tags,
                 schema.CLASS: f"{type(est).__module__}.{type(est).__qualname__}",

@@ -20,7 +20,7 @@ from sklearn.utils.metadata_routing import process_routing
 from sklearn.utils.metaestimators import available_if
 
 from mlpipe import schema
-from mlpipe._chain import SKIPPED, LoggedChain, Settings, fit_unlogged, log_chain
+from mlpipe._chain import SKIPPED, LoggedChain, Settings, check_type, fit_unlogged, log_chain
 from mlpipe._evaluation import IN_EVALUATION
 from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
@@ -109,7 +109,13 @@ class LineagePipeline(Pipeline):
         parameters (a FINISHED run with the same cache key) instead of refitting it.
     types : dict of str to str, optional
         The type of each stage run, by step name (``{"processing": "plain",
-        "model": "logreg"}``); by default the step's class name.
+        "model": "logreg"}``): it starts the runs' names and stage keys
+        (``plain@20190209143000``) and is what ``mlpipe.runs(type=...)`` and
+        ``mlpipe.find_chain(logic=..., algorithm=...)`` look for. Each must be
+        a letter or digit, then letters, digits, ``_``, ``.``, ``+`` or ``-``, at
+        most 100 characters, and name a step. A step not named here gets its
+        class name (for a ``Pipeline``, a short form of its steps' class names:
+        see :doc:`/concepts`, "Type").
     serializer : {"cloudpickle", "skops"}, default="cloudpickle"
         How fitted steps are saved, in the stage runs and in the raw-input model.
         ``"cloudpickle"`` takes any step (falling back to dill), but loading the
@@ -393,6 +399,14 @@ class LineagePipeline(Pipeline):
                 f"Step name {schema.LOAD_STAGE!r} is reserved for the data's load stage; "
                 f"got steps {names}. Rename that step."
             )
+        # A type names runs and stage keys: checked before anything runs.
+        for step, type_ in (self.types or {}).items():
+            if step not in names:
+                raise StageError(
+                    f"types= names step {step!r}, which is not a step of this pipeline; "
+                    f"its steps are {names}."
+                )
+            check_type(type_, step)
         if self.trusted_users is not None and not all(
             isinstance(user, str) and user for user in self.trusted_users
         ):
@@ -490,4 +504,7 @@ class LineagePipeline(Pipeline):
                 "trusted_users",
             )
             item.set_params(**{name: getattr(self, name) for name in own})
+            if self.types is not None:  # only the slice's own steps can be named
+                kept = {name for name, _ in item.steps}
+                item.set_params(types={k: v for k, v in self.types.items() if k in kept})
         return item
