@@ -28,8 +28,28 @@ def lineage_graph(run_id: str, path: str | Path) -> Path:
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If ``path`` ends in neither; before anything is read.
     """
+    check_path(path)  # a wrong suffix fails before the store is read
     return render(lineage(run_id), path)
+
+
+FORMATS = (".svg", ".png")
+
+
+def check_path(path: str | Path) -> Path:
+    """``path`` as a Path, if its suffix is a format the picture can be drawn in."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(
+            f"Cannot draw a lineage picture to {str(path)!r}: expected a file ending in "
+            f"{' or '.join(FORMATS)}, got {path.suffix or 'no suffix'!r}."
+        )
+    return path
 
 
 def render(entries: list[LineageEntry], path: str | Path, reused: set[str] | None = None) -> Path:
@@ -39,9 +59,7 @@ def render(entries: list[LineageEntry], path: str | Path, reused: set[str] | Non
     import networkx as nx
     from matplotlib.figure import Figure
 
-    path = Path(path)
-    if path.suffix.lower() not in (".svg", ".png"):
-        raise ValueError(f"Expected a path ending in .svg or .png, got {str(path)!r}.")
+    path = check_path(path)
     reused = reused or set()
     graph = nx.DiGraph()
     stages: list[str] = []
