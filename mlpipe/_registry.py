@@ -12,6 +12,14 @@ entry points of installed packages on the first lookup, in the order of their
 distributions' names; a decorator when its module is imported. Registering a name that
 is taken raises :class:`~mlpipe.exceptions.RegistrationError`, unless ``replace=True``;
 an entry point never replaces a name: it is ignored, with a warning naming both.
+
+An algorithm fits some kinds of target, as scikit-learn's ``type_of_target`` names
+them (:func:`target_type`): a built-in says which (``rf`` fits ``binary``,
+``multiclass`` and ``continuous`` targets, building a classifier or a regressor), any
+other is judged by what its factory builds (a classifier fits ``binary`` and
+``multiclass`` targets, a regressor ``continuous`` ones). ``build(...,
+target_type=...)`` refuses an algorithm that cannot fit the target before anything is
+built, let alone fitted.
 """
 
 from __future__ import annotations
@@ -27,13 +35,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mlpipe import _builtins
-from mlpipe.exceptions import NotFoundError, RegistrationError
+from mlpipe.exceptions import NotFoundError, RegistrationError, TargetTypeError
 
-__all__ = ["ALGORITHMS", "LOGICS", "Entry", "Registry", "algorithm", "logic"]
+__all__ = ["ALGORITHMS", "LOGICS", "Entry", "Registry", "algorithm", "logic", "target_type"]
 
 logger = logging.getLogger("mlpipe")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The keyword through which a factory that fits several kinds of target is told which;
+# it is not a hyperparameter (no -P, not listed).
+TARGET_TYPE = "target_type"
 
 
 @dataclasses.dataclass
@@ -49,6 +61,8 @@ class Entry:
     factory: Callable[..., Any]
     grid: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     origin: str = ""
+    # The kinds of target (type_of_target) it fits; () when judged by what it builds.
+    targets: tuple[str, ...] = ()
 
 
 class Registry:
@@ -65,8 +79,9 @@ class Registry:
         self.group = group
         self._entries: dict[str, Entry] = {}
         self._loaded = False  # the entry points
-        for name, (factory, grid) in (builtins or {}).items():
-            self._add(name, Entry(factory, dict(grid), f"the built-in {_where(factory)}"))
+        for name, (factory, grid, targets) in (builtins or {}).items():
+            origin = f"the built-in {_where(factory)}"
+            self._add(name, Entry(factory, dict(grid), origin, tuple(targets)))
 
     def register(
         self,
@@ -169,24 +184,57 @@ class Registry:
 
     def parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """The hyperparameters of ``name``'s factory."""
-        signature = inspect.signature(self.entry(name).factory)
         return {
-            p.name: p
-            for p in signature.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            p.name: p for p in _keywords(self.entry(name).factory).values() if p.name != TARGET_TYPE
         }
 
-    def build(self, name: str, params: dict[str, Any] | None = None) -> Any:
+    def targets(self, name: str) -> tuple[str, ...]:
+        """The kinds of target (:func:`target_type`) that ``name`` fits.
+
+        A built-in says; any other algorithm is judged by what its factory builds with
+        its defaults: a classifier fits ``("binary", "multiclass")``, a regressor
+        ``("continuous",)``; anything else (or a factory that fails) ``()``: not known.
+        """
+        entry = self.entry(name)
+        if entry.targets:
+            return entry.targets
+        try:
+            built = entry.factory()
+        except Exception:  # it needs parameters: judged again when built with them
+            return ()
+        return _fits(built)
+
+    def build(
+        self,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        target_type: str | None = None,
+    ) -> Any:
         """Call ``name``'s factory with ``params``; text values are converted by annotation.
+
+        Parameters
+        ----------
+        name : str
+        params : dict, optional
+            Hyperparameters; text values are converted by the factory's annotations.
+        target_type : str, optional
+            The kind of the target it will be fitted on (:func:`target_type`). A
+            factory that fits several kinds is told which; an algorithm that does not
+            fit it is refused, before it is built when it says what it fits.
 
         Raises
         ------
         NotFoundError
             If the name is unknown.
+        TargetTypeError
+            If the algorithm cannot fit a ``target_type`` target.
         ValueError
             If a parameter is unknown or its value does not convert.
         """
         entry = self.entry(name)
+        if target_type is not None and entry.targets:
+            self._check_fits(name, entry.targets, target_type)
         accepted = self.parameters(name)
         hints = typing.get_type_hints(entry.factory)
         kwargs = {}
@@ -199,7 +247,99 @@ class Registry:
             kwargs[key] = (
                 convert(value, hints.get(key), f"{name}.{key}") if isinstance(value, str) else value
             )
-        return entry.factory(**kwargs)
+        if target_type is not None and TARGET_TYPE in _keywords(entry.factory):
+            kwargs[TARGET_TYPE] = target_type
+        built = entry.factory(**kwargs)
+        if target_type is not None and not entry.targets:
+            self._check_fits(name, _fits(built), target_type)
+        return built
+
+    def _check_fits(self, name: str, fits: tuple[str, ...], target_type: str) -> None:
+        if not fits or target_type in fits or target_type not in _KNOWN_TARGETS:
+            return
+        others = [n for n in self.names() if target_type in self.targets(n)]
+        raise TargetTypeError(
+            f"{self.kind.capitalize()} {name!r} fits {' and '.join(fits)} targets, and this "
+            f"target is {target_type}. {self.kind.capitalize()}s that fit a {target_type} "
+            f"target: {', '.join(others) or 'none'} (mlpipe runs --list)."
+        )
+
+
+# The kinds of target whose fit is checked; others (multilabel, multioutput) are
+# left to the estimator.
+_KNOWN_TARGETS = frozenset(_builtins.BOTH)
+
+
+def _keywords(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    return {
+        p.name: p
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def _fits(estimator: Any) -> tuple[str, ...]:
+    """The kinds of target an estimator fits, by its scikit-learn tags."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(estimator):
+        return _builtins.CLASSIFICATION
+    if is_regressor(estimator):
+        return _builtins.REGRESSION
+    return ()
+
+
+def target_type(y: Any) -> str:
+    """The kind of target ``y`` is, as scikit-learn's ``type_of_target`` says, for
+    picking an algorithm.
+
+    One refinement: a float target that ``type_of_target`` calls ``"multiclass"``
+    because its values happen to be whole numbers (grams, counts: a column that a
+    database or a missing value made float) is ``"continuous"``. Class labels are
+    text, integers or booleans.
+
+    Parameters
+    ----------
+    y : array-like
+        The target column.
+
+    Returns
+    -------
+    str
+        ``"binary"``, ``"multiclass"``, ``"continuous"``, or another
+        ``type_of_target`` kind (``"multilabel-indicator"``, ...).
+
+    Raises
+    ------
+    TargetTypeError
+        If the target has missing values: no algorithm learns from them.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from mlpipe._registry import target_type
+    >>> target_type(pd.Series(["Adelie", "Gentoo", "Chinstrap"]))
+    'multiclass'
+    >>> target_type(pd.Series([3750.0, 3800.0, 3250.0]))
+    'continuous'
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.utils.multiclass import type_of_target
+
+    missing = int(pd.isna(pd.DataFrame(y)).to_numpy().sum())
+    name = getattr(y, "name", None)
+    what = f"Target {name!r}" if isinstance(name, str) else "The target"
+    if missing:
+        raise TargetTypeError(
+            f"{what} has {missing} missing value(s): no algorithm learns from them. "
+            "Load only the rows that have one (from a database: a query with "
+            f"WHERE {name if isinstance(name, str) else '<target>'} IS NOT NULL)."
+        )
+    kind = str(type_of_target(y))
+    if kind == "multiclass" and np.asarray(y).dtype.kind == "f":
+        return "continuous"
+    return kind
 
 
 def _where(factory: Callable[..., Any]) -> str:

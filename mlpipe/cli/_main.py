@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         "  mlpipe train --algorithm logreg --logic plain --processed-time 2019-02-09 "
         "--search grid",
     )
-    train.add_argument("--algorithm", required=True, help="a registered algorithm")
+    train.add_argument(
+        "--algorithm",
+        required=True,
+        help="a registered algorithm that fits the target (mlpipe runs --list)",
+    )
     train.add_argument("--logic", required=True, help="the logic of the processing run")
     train.add_argument(
         "--processed-time",
@@ -136,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--tune-threshold",
         action="store_true",
-        help="binary problems: tune the decision threshold by cross-validation (balanced "
-        "accuracy); the threshold travels with the model",
+        help="binary targets: tune the decision threshold by cross-validation (balanced "
+        "accuracy); the threshold travels with the model and its type is ALGORITHM-tuned",
     )
     _add_common(train)
 
@@ -147,10 +151,19 @@ def _parser() -> argparse.ArgumentParser:
         "  mlpipe main --table transactions --retrieval-time 2019-02-09 --logic plain "
         "--algorithm rf",
     )
-    main.add_argument("--table", required=True)
-    main.add_argument("--retrieval-time", required=True, metavar="DATE|KEY")
-    main.add_argument("--logic", required=True)
-    main.add_argument("--algorithm", required=True)
+    main.add_argument("--table", required=True, help="the data's name")
+    main.add_argument(
+        "--retrieval-time",
+        required=True,
+        metavar="DATE|KEY",
+        help="UTC date (newest load that day) or exact load key",
+    )
+    main.add_argument("--logic", required=True, help="a registered logic (mlpipe runs --list)")
+    main.add_argument(
+        "--algorithm",
+        required=True,
+        help="a registered algorithm that fits the target (mlpipe runs --list)",
+    )
     main.add_argument(
         "-P",
         dest="params",
@@ -161,20 +174,32 @@ def _parser() -> argparse.ArgumentParser:
     main.add_argument(
         "--tune-threshold",
         action="store_true",
-        help="binary problems: tune the decision threshold (see train)",
+        help="binary targets: tune the decision threshold (see train)",
     )
     _add_common(main)
 
     runs = command(
         "runs",
-        "list stage runs, newest first",
-        "  mlpipe runs --stage model --type rf --date 2019-02-09\n  mlpipe runs --list",
+        "list stage runs with their data version and cross-validated scores, newest first",
+        "  mlpipe runs --stage model --type rf --date 2019-02-09\n"
+        "  mlpipe runs --stage model --sort cv_balanced_accuracy_mean\n"
+        "  mlpipe runs --list",
     )
-    runs.add_argument("--stage")
-    runs.add_argument("--type")
-    runs.add_argument("--date")
-    runs.add_argument("--limit", type=int, default=50)
-    runs.add_argument("--list", action="store_true", help="list known logics and algorithms")
+    runs.add_argument("--stage", help="only runs of this stage: load, processing, model, ...")
+    runs.add_argument("--type", help="only runs of this type: table, logic or algorithm name")
+    runs.add_argument("--date", metavar="DATE", help="only runs whose key is of this UTC date")
+    runs.add_argument(
+        "--sort",
+        metavar="METRIC",
+        help="best first by this metric (highest first for scores, lowest for *_std and "
+        "times), among the newest 1000 runs that match",
+    )
+    runs.add_argument("--limit", type=int, default=50, help="show at most this many runs")
+    runs.add_argument(
+        "--list",
+        action="store_true",
+        help="list known logics and algorithms, with the targets each algorithm fits",
+    )
     _add_common(runs)
 
     lineage = command(
@@ -182,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
         "show the chain upstream of a run",
         "  mlpipe lineage 0123abcd...\n  mlpipe lineage 0123abcd... --output chain.svg",
     )
-    lineage.add_argument("run_id")
+    lineage.add_argument("run_id", help="a stage run's id (mlpipe runs)")
     lineage.add_argument("--output", help="also draw it to FILE.svg or FILE.png")
 
     serve = command(
@@ -190,8 +215,10 @@ def _parser() -> argparse.ArgumentParser:
         "serve a chain's raw-input model over HTTP (mlflow models serve)",
         "  mlpipe serve 0123abcd... --port 5001\n  mlpipe serve models:/m-0123... --port 5001",
     )
-    serve.add_argument("model", metavar="RUN_ID|MODEL_URI")
-    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument(
+        "model", metavar="RUN_ID|MODEL_URI", help="a final stage's run id, or a model URI"
+    )
+    serve.add_argument("--port", type=int, default=5001, help="port to listen on")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -305,9 +332,34 @@ def _processing_run(logic: str, when: str, project: str | None) -> Any:
     return found
 
 
-def _model(args: argparse.Namespace) -> Any:
-    model = _searched(args)
-    if getattr(args, "tune_threshold", False):
+def _target_type(dataset: Any) -> str | None:
+    """The kind of the dataset's target (``mlpipe._registry.target_type``), if it has one."""
+    from mlpipe._registry import target_type
+
+    return None if dataset.y is None else target_type(dataset.y)
+
+
+def _model_type(args: argparse.Namespace) -> str:
+    """The type of the model run: the algorithm, which says when its threshold is tuned."""
+    return f"{args.algorithm}-tuned" if getattr(args, "tune_threshold", False) else args.algorithm
+
+
+def _model(args: argparse.Namespace, target_type: str | None = None) -> Any:
+    """The model the arguments ask for, for a ``target_type`` target (None: not known yet).
+
+    An algorithm that cannot fit the target, or a threshold to tune on a target that is
+    not binary, is refused here: before anything is fitted or logged.
+    """
+    tune = getattr(args, "tune_threshold", False)
+    if tune and target_type not in (None, "binary"):
+        from mlpipe.exceptions import TargetTypeError
+
+        raise TargetTypeError(
+            f"--tune-threshold tunes the decision threshold between two classes, and this "
+            f"target is {target_type}. Leave --tune-threshold out."
+        )
+    model = _searched(args, target_type)
+    if tune:
         from sklearn.model_selection import TunedThresholdClassifierCV
 
         # As the seed's author did by hand: pick the cut-off on held-out folds. The
@@ -316,12 +368,12 @@ def _model(args: argparse.Namespace) -> Any:
     return model
 
 
-def _searched(args: argparse.Namespace) -> Any:
+def _searched(args: argparse.Namespace, target_type: str | None) -> Any:
     from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 
     import mlpipe
 
-    model = mlpipe.ALGORITHMS.build(args.algorithm, _params(args.params))
+    model = mlpipe.ALGORITHMS.build(args.algorithm, _params(args.params), target_type=target_type)
     if getattr(args, "search", None):
         grid = mlpipe.ALGORITHMS.entry(args.algorithm).grid
         if not grid:
@@ -347,13 +399,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if len(processing_run.upstream) != 1:
         raise UserError("That processing run sits on several load runs; train it from Python.")
     dataset = mlpipe.Dataset.from_run(processing_run.upstream[0])
+    model = _model(args, _target_type(dataset))  # for the target: refused before any fit
     # The fitted processing stage itself: its cache key is the run's, so the new chain
     # continues from that very run instead of refitting it.
     processing = mlpipe.load_stage(processing_run.run_id)
     pipe = mlpipe.LineagePipeline(
         [("processing", processing), ("model", model)],
         project=args.project,
-        types={"processing": args.logic, "model": args.algorithm},
+        types={"processing": args.logic, "model": _model_type(args)},
     ).fit(dataset)
     if pipe.run_ids_["processing"] != processing_run.run_id:
         print(
@@ -377,11 +430,12 @@ def _run_main(args: argparse.Namespace) -> int:
     if key and key.rsplit("@", 1)[0] != args.table:
         raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
     load_run = mlpipe.find_run("load", key or args.table, date, project=args.project).run_id
-    if not args.params and not args.tune_threshold and date is not None:
+    if not args.params and date is not None:
         # A pure lookup: no data is read when the whole chain exists.
-        chain = mlpipe.find_chain(
-            args.table, date, args.logic, args.algorithm, project=args.project
-        )
+        from mlpipe.tracking._query import newest_chain
+
+        # A miss is no news here (the missing stages are fitted): no warning about it.
+        chain = newest_chain(args.table, date, args.logic, _model_type(args), project=args.project)
         if chain is not None and chain["load"].run_id == load_run:
             _print_table(
                 [
@@ -393,45 +447,63 @@ def _run_main(args: argparse.Namespace) -> int:
             return 0
     args.search = None
     args.resume_gc()  # from here on, data is read and stages are fitted
-    steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", _model(args))]
+    dataset = mlpipe.Dataset.from_run(load_run)
+    model = _model(args, _target_type(dataset))  # for the target: refused before any fit
+    steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", model)]
     pipe = mlpipe.LineagePipeline(
         steps,
         project=args.project,
-        types={"processing": args.logic, "model": args.algorithm},
-    ).fit(mlpipe.Dataset.from_run(load_run))
+        types={"processing": args.logic, "model": _model_type(args)},
+    ).fit(dataset)
     _report(pipe)
     return 0
 
 
 def _run_runs(args: argparse.Namespace) -> int:
     import mlpipe
+    from mlpipe import schema
 
     if args.list:
+        rows = [("kind", "name", "targets", "parameters")]
         for kind, registry in (("logic", mlpipe.LOGICS), ("algorithm", mlpipe.ALGORITHMS)):
             for name in registry.names():
                 params = ", ".join(str(p) for p in registry.parameters(name).values())
-                print(f"{kind:9} {name:10} {params}")
+                fits = ", ".join(registry.targets(name)) if kind == "algorithm" else "-"
+                rows.append((kind, name, fits or "any", params))
+        width = max(len(row[2]) for row in rows)
+        for kind, name, fits, params in rows:
+            print(f"{kind:9} {name:10} {fits:{width}} {params}")
         return 0
     table = mlpipe.runs(
         stage=args.stage,
         type=args.type,
         date=args.date,
         project=args.project,
-        max_results=args.limit,
-    )
-    columns = ["stage", "key", "status", "run_id", "upstream"]
-    if "abandoned" in table:
-        # A run whose fit died (its lease expired, or a fit ended it for that).
-        abandoned = table["abandoned"].fillna(False).astype(bool)
-        table.loc[abandoned, "status"] = table.loc[abandoned, "status"] + " (abandoned)"
-    metrics = [c for c in ("cv_accuracy_mean", "cv_r2_mean", "training_score") if c in table]
-    _print_table(table[columns + metrics] if not table.empty else table)
+        sort=args.sort,
+        # Sorted among as many of the newest runs that match as the library reads by
+        # default, not only the --limit newest.
+        **({} if args.sort else {"max_results": args.limit}),
+    ).head(args.limit)
+    if table.empty:
+        print("(none)")
+        return 0
+    # A run whose fit died (its lease expired, or a fit ended it for that).
+    abandoned = table["abandoned"].fillna(False).astype(bool)
+    table.loc[abandoned, "status"] = table.loc[abandoned, "status"] + " (abandoned)"
+    # Every cross-validated metric, and the others that say how good a model is.
+    others = (schema.BEST_SCORE, schema.BEST_THRESHOLD, schema.TRAINING_SCORE)
+    scores = [c for c in table if c.startswith(schema.CV_PREFIX) or c in others]
+    sort = [args.sort] if args.sort and args.sort not in scores else []
+    _print_table(table[["stage", "key", "status", "run_id", "data", *sort, *scores]])
     return 0
 
 
 def _run_lineage(args: argparse.Namespace) -> int:
     import mlpipe
+    from mlpipe._graph import check_path
 
+    if args.output:
+        check_path(args.output)  # a format it cannot draw fails before any lookup
     entries = mlpipe.lineage(args.run_id)
     _print_table(
         [

@@ -184,8 +184,9 @@ def collect_garbage(
 
     run_ids = [run_id for run_id in deleted if run_id not in kept]
     model_ids = [model_id for model_id in models if model_id not in kept]
+    # The report lists all of it; its caller shows it (mlpipe gc prints it once).
     for key, reason in kept.items():
-        logger.info("Keeping %s: %s", key, reason)
+        logger.debug("Keeping %s: %s", key, reason)
     if not dry_run:
         run_ids, model_ids = _still_deleted(client, run_ids, model_ids, models)
     targets = [(m, models[m].artifact_location) for m in model_ids]
@@ -199,11 +200,11 @@ def collect_garbage(
             client.delete_logged_model(model_id)
             _delete_artifacts(models[model_id].artifact_location, model_id)
             store.hard_delete_logged_model(model_id)
-            logger.info("Removed logged model %s", model_id)
+            logger.debug("Removed logged model %s", model_id)
         for run_id in run_ids:
             _delete_artifacts(deleted[run_id].info.artifact_uri, run_id)
             store.hard_delete_run(run_id)
-            logger.info("Removed run %s", run_id)
+            logger.debug("Removed run %s", run_id)
 
     report = GcReport(
         dry_run=dry_run,
@@ -213,7 +214,6 @@ def collect_garbage(
         bytes_freed=bytes_freed,
         kept=kept,
     )
-    logger.info("%s", str(report).splitlines()[0])
     return report
 
 

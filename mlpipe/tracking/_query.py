@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import re
 from typing import Any
 
@@ -16,7 +17,18 @@ from mlpipe._compat import RunQuery
 from mlpipe.exceptions import NotFoundError
 from mlpipe.tracking import _store as store
 
-__all__ = ["Chain", "LineageEntry", "descendants", "find_chain", "find_run", "lineage", "runs"]
+__all__ = [
+    "Chain",
+    "LineageEntry",
+    "descendants",
+    "find_chain",
+    "find_run",
+    "lineage",
+    "newest_chain",
+    "runs",
+]
+
+logger = logging.getLogger("mlpipe")
 
 _MAX_RESULTS = 1000
 # find_chain asks for a model on each of this many newest processing candidates
@@ -247,8 +259,9 @@ def runs(
     *,
     project: str | None = None,
     max_results: int = _MAX_RESULTS,
+    sort: str | None = None,
 ) -> pd.DataFrame:
-    """Stage runs, newest first.
+    """Stage runs, newest first, with the data version each was fitted on.
 
     Parameters
     ----------
@@ -263,23 +276,42 @@ def runs(
     project : str, optional
         Experiment prefix.
     max_results : int, default=1000
+        At most this many runs: the newest that match.
+    sort : str, optional
+        A metric to order them by, best first: highest first for a score (every
+        metric but those below), lowest first for a spread (``*_std``) or a time
+        (``fit_time_seconds``); runs without it last, ties newest first. Among the
+        ``max_results`` newest runs that match.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``run_id, stage, type, key, started, status, upstream`` (a
-        comma-separated list of run ids), ``reused_from``, ``abandoned``, then the
-        runs' metrics. ``abandoned`` is True for a run whose fit can no longer end
+        comma-separated list of run ids), ``data`` (the key of the load run the
+        chain was fitted on, following ``upstream`` back: for a load run its own
+        key; comma-separated when several), ``data_fingerprint`` (that load run's
+        fingerprint), ``reused_from``, ``abandoned``, then the runs' metrics:
+        ``cv_<scorer>_mean`` and ``_std`` for every scorer the chain was
+        cross-validated with, ``training_score``, ``best_score`` and
+        ``best_threshold`` where logged. ``abandoned`` is True for a run whose fit can no longer end
         it: ``RUNNING`` with its lease expired (no heartbeat for longer than its
         ``mlpipe.lease_seconds``) or its process on this host dead, which the next
         fit of its stage ends; or ``FAILED`` by such a fit, the tag
         ``mlpipe.ended_because`` saying why.
 
+        When a type or date matches no run, the table is empty and a warning on the
+        ``mlpipe`` logger says what exists (the dates of that type, or the types).
+
+    Raises
+    ------
+    ValueError
+        If ``sort`` is not a metric of the runs found.
+
     Examples
     --------
     >>> import mlpipe
-    >>> mlpipe.runs(stage="model").columns[:7].tolist()
-    ['run_id', 'stage', 'type', 'key', 'started', 'status', 'upstream']
+    >>> mlpipe.runs(stage="model").columns[:9].tolist()
+    ['run_id', 'stage', 'type', 'key', 'started', 'status', 'upstream', 'data', 'data_fingerprint']
     """
     client = store.client()
     ids: tuple[str, ...] = ()
@@ -298,6 +330,7 @@ def runs(
         max_results=max_results,
     )
     found = _find(client, query, metrics=True) if ids or names else []
+    data = _data_versions(client, found, project)
     rows: list[dict[str, Any]] = []
     for run in found:
         entry = LineageEntry.from_run(run)
@@ -316,6 +349,8 @@ def runs(
                 "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
                 "status": entry.status,
                 "upstream": ",".join(entry.upstream),
+                "data": ",".join(key for key, _ in data[entry.run_id]),
+                "data_fingerprint": ",".join(fp for _, fp in data[entry.run_id]),
                 "reused_from": entry.reused_from,
                 "abandoned": abandoned,
                 **metrics,
@@ -329,13 +364,112 @@ def runs(
         "started",
         "status",
         "upstream",
+        "data",
+        "data_fingerprint",
         "reused_from",
         "abandoned",
     ]
-    frame = pd.DataFrame(
-        rows, columns=columns + sorted({k for r in rows for k in r} - set(columns))
-    )
-    return frame
+    metric_names = sorted({k for r in rows for k in r} - set(columns))
+    frame = pd.DataFrame(rows, columns=columns + metric_names)
+    if not rows and (type is not None or date is not None):
+        experiments = f"experiment {names[0]!r}" if names else "any stage's experiment"
+        logger.warning(
+            "%s",
+            _missing(
+                client,
+                list(ids) or _experiments(client, stage, project),
+                experiments,
+                stage=stage,
+                name=type,
+                date=date,
+            ),
+        )
+    if sort is None or frame.empty:
+        return frame
+    if sort not in metric_names:
+        raise ValueError(
+            f"Cannot sort by {sort!r}: it is not a metric of these runs. "
+            f"Their metrics: {', '.join(metric_names) or 'none'}."
+        )
+    return frame.sort_values(
+        sort, ascending=_lower_is_better(sort), na_position="last", kind="stable"
+    ).reset_index(drop=True)
+
+
+def _lower_is_better(metric: str) -> bool:
+    """Whether a lower value of ``metric`` is better: a spread or a time. Scores of
+    scikit-learn are higher-is-better (errors are negated: ``neg_...``)."""
+    return metric.endswith("_std") or metric in (schema.FIT_TIME, schema.KEY_TIME)
+
+
+def _data_versions(
+    client: mlflow.MlflowClient, found: list[Run], project: str | None
+) -> dict[str, list[tuple[str, str]]]:
+    """For each run of ``found``: the (key, fingerprint) of every load run it stands on.
+
+    The keys come from the ``upstream_keys`` tags along the way; the runs upstream of
+    ``found`` are read level by level, one read of only their lineage tags each (a
+    model table: its processing runs, then their load runs). A run no longer there
+    gives what its child's tag says: the key, with an empty fingerprint.
+    """
+    tags: dict[str, dict[str, str]] = {run.info.run_id: run.data.tags for run in found}
+
+    def upstream(run_tags: dict[str, str]) -> list[tuple[str, str, str]]:
+        ids = [u for u in run_tags.get(schema.UPSTREAM, "").split(",") if u]
+        keys = run_tags.get(schema.UPSTREAM_KEYS, "").split(",")
+        return [
+            (run_id, *(keys[i].split(":", 1) if i < len(keys) and ":" in keys[i] else ("", "")))
+            for i, run_id in enumerate(ids)
+        ]
+
+    pending = {
+        (run_id, stage)
+        for run_tags in tags.values()
+        for run_id, stage, _ in upstream(run_tags)
+        if run_id not in tags
+    }
+    while pending:
+        ids = tuple(sorted({run_id for run_id, _ in pending}))
+        names = tuple(sorted({store.experiment_name(stage, project) for _, stage in pending}))
+        query = RunQuery(experiment_names=names, run_ids=ids, max_results=len(ids))
+        fetched = _find(client, query, tags=_DATA_TAGS)
+        for run_id in ids:
+            tags.setdefault(run_id, {})
+        for run in fetched:
+            tags[run.info.run_id] = run.data.tags
+        pending = {
+            (run_id, stage)
+            for run in fetched
+            for run_id, stage, _ in upstream(run.data.tags)
+            if run_id not in tags
+        }
+
+    memo: dict[str, list[tuple[str, str]]] = {}
+
+    def loads(run_id: str, seen: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        if run_id not in memo:
+            run_tags = tags.get(run_id, {})
+            if run_tags.get(schema.STAGE) == schema.LOAD_STAGE:
+                own = (run_tags.get(schema.KEY, ""), run_tags.get(schema.FINGERPRINT, ""))
+                memo[run_id] = [own]
+            else:
+                out: list[tuple[str, str]] = []
+                for parent, stage, key in upstream(run_tags):
+                    if parent in seen:
+                        continue
+                    if stage == schema.LOAD_STAGE and not tags.get(parent):
+                        found_loads = [(key, "")]  # the load run is gone: its key stays
+                    else:
+                        found_loads = loads(parent, seen | {run_id})
+                    out += [pair for pair in found_loads if pair not in out]
+                memo[run_id] = out
+        return memo[run_id]
+
+    return {run_id: loads(run_id) for run_id in (run.info.run_id for run in found)}
+
+
+# What _data_versions reads of the runs upstream.
+_DATA_TAGS = (schema.STAGE, schema.KEY, schema.UPSTREAM, schema.UPSTREAM_KEYS, schema.FINGERPRINT)
 
 
 def lineage(run_id: str) -> list[LineageEntry]:
@@ -429,8 +563,89 @@ def find_chain(
     Returns
     -------
     Chain or None
-        None when no such chain exists.
+        None when no such chain exists; then a warning on the ``mlpipe`` logger says
+        which link is missing and what exists instead (the dates of the table's
+        loads, the logics fitted on them, the algorithms fitted on those).
     """
+    chain = newest_chain(table, date, logic, algorithm, project=project, stages=stages)
+    if chain is None:
+        client = store.client()
+        logger.warning("%s", _chain_missing(client, table, date, logic, algorithm, project, stages))
+    return chain
+
+
+def _chain_missing(
+    client: mlflow.MlflowClient,
+    table: str,
+    date: str | dt.date,
+    logic: str,
+    algorithm: str,
+    project: str | None,
+    stages: tuple[str, str],
+) -> str:
+    """Which link of the chain :func:`find_chain` looked for is missing, and what exists."""
+    load_name = store.experiment_name(schema.LOAD_STAGE, project)
+    load_ids = _experiments(client, schema.LOAD_STAGE, project)
+    if not load_ids or not _search(client, load_ids, _filter(type=table, date=date), 1):
+        return _missing(
+            client,
+            load_ids,
+            f"experiment {load_name!r}",
+            stage=schema.LOAD_STAGE,
+            name=table,
+            date=date,
+        )
+    on_loads = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{store.day(date)}%"
+    processing = _search(
+        client,
+        _experiments(client, stages[0], project),
+        f"{_filter(finished=True)} and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(on_loads)}'",
+        5000,
+    )
+    of_logic = [r for r in processing if r.data.tags.get(schema.TYPE) == store.safe_type(logic)]
+    where = f"the loads of {table!r} on {date}"
+    if not of_logic:
+        logics = ", ".join(sorted({r.data.tags.get(schema.TYPE, "") for r in processing}))
+        return (
+            f"No coherent chain: no FINISHED {stages[0]} run of {logic!r} on {where}. "
+            f"Logics fitted on them: {logics or 'none'}."
+        )
+    on_logic = f"{stages[0]}:{store.safe_type(logic)}@%"
+    candidates = {r.info.run_id for r in of_logic}
+    models = [
+        r
+        for r in _search(
+            client,
+            _experiments(client, stages[1], project),
+            f"{_filter(finished=True)} and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(on_logic)}'",
+            50_000,
+        )
+        if set(LineageEntry.from_run(r).upstream) & candidates
+    ]
+    if not any(r.data.tags.get(schema.TYPE) == store.safe_type(algorithm) for r in models):
+        algorithms = ", ".join(sorted({r.data.tags.get(schema.TYPE, "") for r in models}))
+        return (
+            f"No coherent chain: no FINISHED {stages[1]} run of {algorithm!r} on the "
+            f"{stages[0]} runs of {logic!r} on {where}. Algorithms fitted on them: "
+            f"{algorithms or 'none'}."
+        )
+    return (
+        f"No coherent chain: the {stages[1]} runs of {algorithm!r} on {where} stand on "
+        "runs that did not finish or were deleted."
+    )
+
+
+def newest_chain(
+    table: str,
+    date: str | dt.date,
+    logic: str,
+    algorithm: str,
+    *,
+    project: str | None = None,
+    stages: tuple[str, str] = ("processing", "model"),
+) -> Chain | None:
+    """:func:`find_chain` without the warning on a miss: for a caller that fits what is
+    missing (``mlpipe main``), to which a miss is no news. The same chain, or None."""
     client = store.client()
     processing_name = store.experiment_name(stages[0], project)
     model_name = store.experiment_name(stages[1], project)
@@ -640,33 +855,57 @@ def find_run(
     client = store.client()
     experiment_ids = _experiments(client, stage, project)
     experiment = store.experiment_name(stage, project)
+    if experiment_ids:
+        exact = "@" in name
+        if exact:
+            wanted = f"tags.`{schema.KEY}` = '{_quote(name)}' and attributes.status = 'FINISHED'"
+        else:
+            wanted = _filter(type=name, date=date, finished=True)
+        found = _search(client, experiment_ids, wanted, max_results=1)
+        if found:
+            return LineageEntry.from_run(found[0])
+    raise NotFoundError(
+        _missing(
+            client, experiment_ids, f"experiment {experiment!r}", stage=stage, name=name, date=date
+        )
+    )
+
+
+def _missing(
+    client: mlflow.MlflowClient,
+    experiment_ids: list[str],
+    experiments: str,
+    *,
+    stage: str | None,
+    name: str | None,
+    date: str | dt.date | None,
+) -> str:
+    """Why no FINISHED run of ``stage`` of type (or exact key) ``name`` on ``date`` is in
+    ``experiment_ids`` (called ``experiments``), and what is there instead: the dates
+    of that type, or else the types. One message for every lookup that misses."""
     load = stage == schema.LOAD_STAGE
+    what = "load" if load else f"{stage} run" if stage else "run"
     if not experiment_ids:
         hint = " Load one with mlpipe.load(...)." if load else ""
-        raise NotFoundError(
-            f"Nothing was logged to stage {stage!r} yet (no experiment {experiment!r}).{hint}"
-        )
-    exact = "@" in name
-    type_ = store.safe_type(name.rsplit("@", 1)[0] if exact else name)
-    if exact:
-        wanted = f"tags.`{schema.KEY}` = '{_quote(name)}' and attributes.status = 'FINISHED'"
-    else:
-        wanted = _filter(type=name, date=date, finished=True)
-    found = _search(client, experiment_ids, wanted, max_results=1)
-    if found:
-        return LineageEntry.from_run(found[0])
-    what = "load" if load else f"{stage} run"
+        where = f"stage {stage!r}" if stage else "any stage"
+        return f"Nothing was logged to {where} yet (no {experiments}).{hint}"
+    exact = name is not None and "@" in name
+    type_ = None if name is None else store.safe_type(name.rsplit("@", 1)[0] if exact else name)
+    when = f" on {date}" if date is not None and not exact else ""
     same_type = _search(client, experiment_ids, _filter(type=type_, finished=True), 5000)
-    if same_type:
-        dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[1][:8] for r in same_type})
+    if same_type and (type_ is not None or date is not None):
+        dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[-1][:8] for r in same_type})
         shown = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates)
-        when = f" on {date}" if date is not None and not exact else ""
-        runs_of = f"Loads of {type_!r}" if load else "Runs of that type"
-        raise NotFoundError(
-            f"No {what} of {name!r}{when} in experiment {experiment!r}. "
-            f"{runs_of} exist on: {shown}."
+        of = f" of {name!r}" if name is not None else ""
+        runs_of = (
+            f"Loads of {type_!r}" if load and type_ else "Runs of that type" if type_ else "Runs"
         )
-    others = _search(client, experiment_ids, _filter(finished=True), 5000)
+        return f"No {what}{of}{when} in {experiments}. {runs_of} exist on: {shown}."
+    others = (
+        same_type
+        if type_ is None
+        else _search(client, experiment_ids, _filter(finished=True), 5000)
+    )
     types = ", ".join(sorted({LineageEntry.from_run(r).type for r in others})) or "none"
     there = f"Loaded data: {types}" if load else f"Types there: {types}"
-    raise NotFoundError(f"No {what} of {type_!r} in experiment {experiment!r}. {there}.")
+    return f"No {what} of {type_!r} in {experiments}. {there}."
