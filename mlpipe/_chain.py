@@ -9,6 +9,7 @@ one place. :func:`fit_unlogged` fits the same steps without touching MLflow.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pickle
 import re
@@ -40,6 +41,7 @@ from mlpipe._cache import (
 from mlpipe._compat import quiet
 from mlpipe._evaluation import Evaluation, FoldSettings, StageFolds, evaluate, search_results
 from mlpipe._graph import render
+from mlpipe._promote import register
 from mlpipe._version import __version__
 from mlpipe.data._dataset import (
     Dataset,
@@ -47,12 +49,12 @@ from mlpipe.data._dataset import (
     find_frame_load,
     log_load,
     log_training_input,
-    training_inputs,
 )
 from mlpipe.exceptions import SerializationError, StageError
-from mlpipe.model._package import log_raw_model
+from mlpipe.model._package import default_model_name, log_raw_model
 from mlpipe.model._serialize import dumps, referenced_modules
 from mlpipe.tracking import _store as store
+from mlpipe.tracking._notes import Linked, stage_note
 from mlpipe.tracking._query import lineage
 
 __all__ = [
@@ -88,6 +90,8 @@ class Settings:
     verbose: bool
     trusted_users: tuple[str, ...] | None = None  # reuse only runs these users created
     n_jobs: int | None = None  # folds evaluated at once (see LineagePipeline)
+    model_name: str | None = None  # the raw-input model's name (default: see _model_name)
+    registered_model_name: str | None = None  # register the model as a version of this
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class LoggedChain:
     reused: list[str]
     model_uri: str | None
     output: Any  # fit_transform's or fit_predict's result; None for fit
+    model_version: str | None = None  # the registered version of the model, if any
 
 
 # A type names runs and is written into search filters: no '@' (it ends the type in a
@@ -224,6 +229,13 @@ class _ChainLogger:
         self.fold_stages: dict[str, StageFolds | None] = {}
         self.chain_seconds = 0.0
         self.routed: dict[str, dict[str, Any]] = {}
+        # What the model, its version and the runs' descriptions say of the chain:
+        # every stage run so far (load first), the training data, and where each
+        # stage's runs are.
+        self.entries: list[dict[str, str]] = []
+        self.dataset: Dataset | None = None
+        self.inputs: list[Any] = []
+        self.experiments: dict[str, str] = {}
 
     def run(
         self,
@@ -263,12 +275,27 @@ class _ChainLogger:
             client, store.experiment_name(schema.LOAD_STAGE, settings.project)
         )
         store.end_abandoned_runs(client, [load_experiment, *experiments.values()])
-        inputs = training_inputs(client, dataset)
+        # The load runs' datasets, logged as the inputs of every stage fitted on them,
+        # and their experiments, which the descriptions link to.
+        load_runs = [client.get_run(run_id) for _, run_id in dataset.loads]
+        inputs = [
+            i.dataset for r in load_runs for i in (r.inputs.dataset_inputs if r.inputs else [])
+        ]
         run_ids = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
         reused: list[str] = []
         model_uri: str | None = None
+        model_version: str | None = None
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
+        self.dataset, self.inputs, self.experiments = dataset, inputs, experiments
+        links = [
+            Linked(schema.LOAD_STAGE, key, run.info.run_id, run.info.experiment_id)
+            for (key, _), run in zip(dataset.loads, load_runs, strict=True)
+        ]
+        self.entries = [
+            {"stage": schema.LOAD_STAGE, "key": key, "run_id": run_id, "cache_key": upstream_key}
+            for key, run_id in dataset.loads
+        ]
         common_tags = {schema.VERSION: __version__}
         commit = store.git_commit()
         if commit:
@@ -316,9 +343,21 @@ class _ChainLogger:
                     name, key, owner.info.run_id, hit.data.metrics.get(schema.FIT_TIME)
                 )
                 run_id, run_key, hit_model = self._reuse(
-                    hit, name, type_, upstream, inputs, tags, experiments[name], run_ids, reused
+                    hit,
+                    name,
+                    type_,
+                    upstream,
+                    inputs,
+                    tags,
+                    experiments[name],
+                    run_ids,
+                    reused,
+                    links=links,
                 )
                 model_uri = hit_model or model_uri
+                if is_last and hit_model and settings.registered_model_name:
+                    self.entries.append(_entry(name, run_key, run_id, key))
+                    model_version = self._register_reused(run_id, hit_model, name)
                 _say(settings, name, run_key, f"reused from run {hit.info.run_id}", start)
             else:
                 with store.stage_run(
@@ -357,11 +396,26 @@ class _ChainLogger:
                     run.log(
                         params=_flat_params(est),
                         metrics={schema.FIT_TIME: seconds},
-                        tags={schema.SERIALIZER: serializer, schema.STAGE_DIGEST: digest(data)},
+                        tags={
+                            schema.SERIALIZER: serializer,
+                            schema.STAGE_DIGEST: digest(data),
+                            schema.NOTE: self._note(name, type_, est, run.run_id, links),
+                        },
                     )
                     if is_last:
-                        model_uri = self._log_final(
-                            run, est, X, Xt, y, params, stages, modules, input_dtypes
+                        self.entries.append(_entry(name, run.key, run.run_id, key))
+                        model_uri, model_version = self._log_final(
+                            run,
+                            est,
+                            X,
+                            Xt,
+                            y,
+                            params,
+                            stages,
+                            modules,
+                            input_dtypes,
+                            type_=type_,
+                            links=links,
                         )
                         self._log_graph(run.run_id, {**run_ids, name: run.run_id}, reused)
                     data_in = _LazyData(out)
@@ -369,9 +423,71 @@ class _ChainLogger:
                 _say(settings, name, run_key, "fitted", start)
             run_ids[name] = run_id
             upstream = [(name, run_key, run_id)]
+            links = [Linked(name, run_key, run_id, experiments[name])]
+            if not is_last:
+                self.entries.append(_entry(name, run_key, run_id, key))
             upstream_key = key or f"uncached:{run_id}"
         output = data_in.value() if final != "fit" else None
-        return LoggedChain(self.steps, run_ids, reused, model_uri, output)
+        return LoggedChain(self.steps, run_ids, reused, model_uri, output, model_version)
+
+    def _note(
+        self,
+        name: str,
+        type_: str,
+        est: Any,
+        run_id: str,
+        links: list[Linked],
+        reused_from: str | None = None,
+        model: tuple[str, str, str] | None = None,
+        version: tuple[str, str] | None = None,
+    ) -> str:
+        """The Markdown description of stage ``name``'s run ``run_id``."""
+        active = [n for _, n, _ in _active(self.steps)]
+        position = active.index(name)
+        after = active[position + 1] if position + 1 < len(active) else None
+        return stage_note(
+            stage=name,
+            type_=type_,
+            cls=f"{type(est).__module__}.{type(est).__qualname__}",
+            run_id=run_id,
+            upstream=links,
+            downstream=(after, self.experiments[after]) if after else None,
+            reused_from=reused_from,
+            model=model,
+            version=version,
+        )
+
+    def _lineage_tags(self) -> dict[str, str]:
+        """The chain, as tags of the logged model and of its registered version."""
+        dataset = self.dataset
+        fingerprints = dataset.fingerprint if dataset is not None else ""
+        return {
+            schema.CHAIN: json.dumps(self.entries),
+            schema.FINGERPRINT: fingerprints,
+            schema.VERSION: __version__,
+        }
+
+    def _register_reused(self, run_id: str, model_uri: str, name: str) -> str:
+        """The registered version of a reused final stage's model: the one it already
+        has under that name, else a new one (recorded on the run)."""
+        registered = self.settings.registered_model_name
+        assert registered is not None
+        tags = self.client.get_run(run_id).data.tags
+        earlier = tags.get(schema.REGISTERED_VERSION, "")
+        if earlier.rpartition("/")[0] == registered:
+            return earlier.rpartition("/")[2]
+        version_tags = {**self._lineage_tags(), schema.MODEL_URI: model_uri}
+        if tags.get(schema.SCORE_METRIC):
+            version_tags[schema.SCORE_METRIC] = tags[schema.SCORE_METRIC]
+        version = register(
+            self.client,
+            registered,
+            model_id=model_uri.removeprefix("models:/"),
+            run_id=run_id,
+            tags=version_tags,
+        )
+        self.client.set_tag(run_id, schema.REGISTERED_VERSION, f"{registered}/{version}")
+        return version
 
     def _note_stage(self, name: str, key: str | None, run_id: str, seconds: float | None) -> None:
         """Remember where a stage's fold outputs are kept and how long it took to fit."""
@@ -390,6 +506,8 @@ class _ChainLogger:
         experiment_id: str,
         run_ids: dict[str, str],
         reused: list[str],
+        *,
+        links: list[Linked],
     ) -> tuple[str, str, str | None]:
         """Point at a cached stage run; return (run id, key, model URI) to continue from.
 
@@ -422,7 +540,20 @@ class _ChainLogger:
         ) as run:
             log_training_input(self.client, run.run_id, inputs)
             metrics = {k: v for k, v in hit.data.metrics.items() if k != schema.KEY_TIME}
-            run.log(params=hit.data.params, metrics=metrics)
+            model = None
+            if model_uri:
+                model_id = model_uri.removeprefix("models:/")
+                model = (hit.info.experiment_id, model_id, model_id)
+            note = self._note(
+                name,
+                type_,
+                dict(self.steps)[name],
+                run.run_id,
+                links,
+                reused_from=source,
+                model=model,
+            )
+            run.log(params=hit.data.params, metrics=metrics, tags={schema.NOTE: note})
             if model_uri:
                 self._log_graph(run.run_id, {**run_ids, name: run.run_id}, reused)
         return run.run_id, run.key, model_uri
@@ -471,8 +602,17 @@ class _ChainLogger:
         stages: list[tuple[str, str, bytes]],
         modules: set[str],
         input_dtypes: dict[str, str] | None,
-    ) -> str | None:
-        """Evaluate the final stage and log the raw-input model; return its URI."""
+        *,
+        type_: str,
+        links: list[Linked],
+    ) -> tuple[str | None, str | None]:
+        """Evaluate the final stage and log the raw-input model, and register it when
+        asked; return its URI and registered version.
+
+        The model is named, and carries the chain as tags and parameters; its scores
+        are logged with its id and the training dataset, so that MLflow's model page
+        lists them and the dataset. The run's description links all of it.
+        """
         settings = self.settings
         evaluation = Evaluation()
         if getattr(est, "cv_results_", None) is not None and hasattr(est, "best_params_"):
@@ -502,8 +642,16 @@ class _ChainLogger:
         if y is not None and hasattr(est, "score"):
             # What Pipeline.score computes, on the final step's input already at hand.
             metrics[schema.TRAINING_SCORE] = float(est.score(Xt, y))
-        model_uri = None
+        score_metric = _score_metric(metrics)
+        if score_metric:
+            tags[schema.SCORE_METRIC] = score_metric
+        model_uri = version = None
+        model = None
         if settings.log_model and (hasattr(est, "predict") or hasattr(est, "transform")):
+            lineage_tags = self._lineage_tags()
+            name = settings.model_name or default_model_name(
+                settings.project, self.dataset.name if self.dataset else "data", type_
+            )
             model_uri = log_raw_model(
                 run_id=run.run_id,
                 experiment_id=run.experiment_id,
@@ -513,12 +661,45 @@ class _ChainLogger:
                 X=X,
                 dtypes=input_dtypes,
                 serializer=settings.serializer,
+                name=name,
+                tags={**lineage_tags, **store.fit_source()},
+                params=_lineage_params(self.entries, lineage_tags[schema.FINGERPRINT]),
             )
             tags[schema.MODEL_URI] = model_uri
+            model_id = model_uri.removeprefix("models:/")
+            model = (run.experiment_id, model_id, name)
+            if settings.registered_model_name:
+                version = register(
+                    self.client,
+                    settings.registered_model_name,
+                    model_id=model_id,
+                    run_id=run.run_id,
+                    tags={
+                        **lineage_tags,
+                        schema.MODEL_URI: model_uri,
+                        **({schema.SCORE_METRIC: score_metric} if score_metric else {}),
+                    },
+                )
+                tags[schema.REGISTERED_VERSION] = f"{settings.registered_model_name}/{version}"
+        tags[schema.NOTE] = self._note(
+            self.entries[-1]["stage"],
+            type_,
+            est,
+            run.run_id,
+            links,
+            model=model,
+            version=(settings.registered_model_name, version)
+            if settings.registered_model_name and version
+            else None,
+        )
         if evaluation.log_plots is not None:
             evaluation.log_plots()  # drawn meanwhile, when folds run in parallel
-        run.log(metrics=metrics, tags=tags)
-        return model_uri
+        # With the model's id and the training data's dataset: MLflow's model page lists
+        # these scores, and the dataset under "Datasets used". (One dataset per metric:
+        # the first load run's, when the data came from several.)
+        dataset = self.inputs[0] if model is not None and self.inputs else None
+        run.log(metrics=metrics, tags=tags, model_id=model[1] if model else None, dataset=dataset)
+        return model_uri, version
 
     def _log_graph(self, run_id: str, run_ids: dict[str, str], reused: list[str]) -> None:
         # Drawn while the run is still open: show it as it will end, FINISHED.
@@ -530,6 +711,33 @@ class _ChainLogger:
         with tempfile.TemporaryDirectory() as tmp:
             path = render(entries, Path(tmp, schema.LINEAGE_GRAPH), reused=reused_ids)
             self.client.log_artifact(run_id, str(path))
+
+
+def _entry(stage: str, key: str, run_id: str, cache_key: str | None) -> dict[str, str]:
+    return {"stage": stage, "key": key, "run_id": run_id, "cache_key": cache_key or ""}
+
+
+def _lineage_params(entries: list[dict[str, str]], fingerprint: str) -> dict[str, str]:
+    """The chain as the logged model's parameters, which its UI page shows as a table."""
+    params = {"data.fingerprint": fingerprint} if fingerprint else {}
+    for entry in entries:
+        stage = entry["stage"]
+        suffix = "" if sum(e["stage"] == stage for e in entries) == 1 else f".{entry['run_id']}"
+        params[f"{stage}{suffix}.key"] = entry["key"]
+        params[f"{stage}{suffix}.run_id"] = entry["run_id"]
+        if entry["cache_key"]:
+            params[f"{stage}{suffix}.cache_key"] = entry["cache_key"]
+    params["mlpipe.version"] = __version__
+    return params
+
+
+def _score_metric(metrics: dict[str, float]) -> str | None:
+    """The metric a promotion compares: the first cross-validated mean, else a
+    search's best score."""
+    for name in metrics:
+        if name.startswith(schema.CV_PREFIX) and name.endswith("_mean"):
+            return name
+    return schema.BEST_SCORE if schema.BEST_SCORE in metrics else None
 
 
 def _say(settings: Settings, stage: str, key: str | None, what: str, start: float) -> None:

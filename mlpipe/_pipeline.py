@@ -24,7 +24,7 @@ from mlpipe._chain import SKIPPED, LoggedChain, Settings, check_type, fit_unlogg
 from mlpipe._evaluation import IN_EVALUATION
 from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
-from mlpipe.model._package import dtypes_of
+from mlpipe.model._package import check_model_name, dtypes_of
 from mlpipe.model._raw import prepare
 from mlpipe.tracking._store import check_name
 
@@ -166,6 +166,21 @@ class LineagePipeline(Pipeline):
         chain took to fit once), one at a time below that, where starting workers
         would cost more than it saves. At most ``n_jobs`` folds' data are
         in memory at once. Results do not depend on it.
+    model_name : str, optional
+        The name of the raw-input model (MLflow's LoggedModel), as the UI lists it.
+        By default ``<project or data name>-<final stage type>``
+        (``credit-LogisticRegression``), with the characters MLflow refuses in a
+        model name (``/ : . %`` and quotes) replaced by ``-``. The model also
+        carries the chain: the stage runs' ids and keys, the data fingerprint, the
+        cache keys and mlpipe's version, as tags (``mlpipe.chain``) and parameters;
+        its scores are logged with its id and the training dataset. See
+        :doc:`/registry`.
+    registered_model_name : str, optional
+        Also register the raw-input model as a new version of this registered
+        model (created on first use), with the chain on the version's tags; a
+        final stage reused from an earlier run keeps the version it already has
+        under that name. Serve or load it as ``models:/<name>/<version>``, or by
+        alias once :func:`mlpipe.promote` has set one. See :doc:`/registry`.
 
     Attributes
     ----------
@@ -177,6 +192,8 @@ class LineagePipeline(Pipeline):
         ``mlflow models serve``; None when no model was logged.
     reused_ : list of str
         The stages taken from earlier runs instead of being refitted.
+    model_version_ : str or None
+        The registered version of the model (see ``registered_model_name``), else None.
     input_dtypes_ : dict of str to str or None
         The dtypes of the raw input columns after missing values were normalised;
         the raw-input model brings served records back to them.
@@ -216,6 +233,8 @@ class LineagePipeline(Pipeline):
         "log": [StrOptions({"auto"}), "boolean"],
         "trusted_users": [list, tuple, None],
         "n_jobs": [Integral, None],
+        "model_name": [str, None],
+        "registered_model_name": [str, None],
     }
 
     def __init__(
@@ -235,6 +254,8 @@ class LineagePipeline(Pipeline):
         log: bool | str = "auto",
         trusted_users: list[str] | None = None,
         n_jobs: int | None = None,
+        model_name: str | None = None,
+        registered_model_name: str | None = None,
     ):
         super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
         self.project = project
@@ -247,6 +268,8 @@ class LineagePipeline(Pipeline):
         self.log = log
         self.trusted_users = trusted_users
         self.n_jobs = n_jobs
+        self.model_name = model_name
+        self.registered_model_name = registered_model_name
 
     # --- fitting -------------------------------------------------------------------
 
@@ -305,6 +328,7 @@ class LineagePipeline(Pipeline):
         self.run_ids_: dict[str, str] = {}
         self.reused_: list[str] = []
         self.model_uri_: str | None = None
+        self.model_version_: str | None = None
         dataset = None
         if isinstance(X, Dataset):
             if y is not None:
@@ -340,6 +364,7 @@ class LineagePipeline(Pipeline):
         self.run_ids_ = chain.run_ids
         self.reused_ = chain.reused
         self.model_uri_ = chain.model_uri
+        self.model_version_ = chain.model_version
         context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return chain.output
 
@@ -375,6 +400,8 @@ class LineagePipeline(Pipeline):
             verbose=self.verbose,
             trusted_users=None if self.trusted_users is None else tuple(self.trusted_users),
             n_jobs=self.n_jobs,
+            model_name=self.model_name,
+            registered_model_name=self.registered_model_name,
         )
 
     def _check_settings(self) -> None:
@@ -388,6 +415,10 @@ class LineagePipeline(Pipeline):
                 "LineagePipeline does not support transform_input=; "
                 f"got {self.transform_input!r}. Leave it None."
             )
+        # Model names are MLflow's to refuse, after the fit: checked before it.
+        for what in ("model_name", "registered_model_name"):
+            if getattr(self, what) is not None:
+                check_model_name(getattr(self, what), what)
         names = [name for name, _ in self.steps]
         # Names become experiment names and folders: checked before anything runs.
         for name in names:
@@ -502,6 +533,8 @@ class LineagePipeline(Pipeline):
                 "serializer",
                 "log",
                 "trusted_users",
+                "model_name",
+                "registered_model_name",
             )
             item.set_params(**{name: getattr(self, name) for name in own})
             if self.types is not None:  # only the slice's own steps can be named

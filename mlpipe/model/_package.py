@@ -21,12 +21,55 @@ from mlpipe import _compat, schema
 from mlpipe.model import _raw, _skops
 from mlpipe.model._serialize import pickled_by_value, requirements
 
-__all__ = ["describe_columns", "log_raw_model", "raw_signature"]
+__all__ = [
+    "check_model_name",
+    "default_model_name",
+    "describe_columns",
+    "log_raw_model",
+    "raw_signature",
+]
 
 _SAMPLE_ROWS = 1000
 _EXAMPLE_ROWS = 5
 # Beyond this many distinct values a text column is free text, not a set of categories.
 MAX_CATEGORIES = 1000
+# What MLflow 3.17 refuses in a LoggedModel's name (mlflow/utils/validation.py,
+# _validate_logged_model_name); a registered model's name refuses "/" and ":".
+_BAD_MODEL_NAME_CHARS = ("/", ":", ".", "%", '"', "'")
+
+
+def default_model_name(project: str | None, data_name: str, final_type: str) -> str:
+    """The name of a chain's raw-input model when ``model_name`` is not given.
+
+    ``<project or data name>-<final stage type>``, with every character MLflow refuses
+    in a model name replaced by ``-``: a person tells the chains' models apart.
+
+    Examples
+    --------
+    >>> default_model_name("team/credit", "german", "LogisticRegression")
+    'team-credit-LogisticRegression'
+    >>> default_model_name(None, "penguins", "rf")
+    'penguins-rf'
+    """
+    text = f"{project or data_name}-{final_type}"
+    for char in _BAD_MODEL_NAME_CHARS:
+        text = text.replace(char, "-")
+    return text
+
+
+def check_model_name(name: Any, what: str) -> None:
+    """Raise ValueError unless MLflow takes ``name`` as a model's name.
+
+    ``what`` is the parameter (``"model_name"``, ``"registered_model_name"``); a
+    registered model refuses only ``/`` and ``:``, a logged model also ``.``, ``%``
+    and quotes.
+    """
+    bad = ("/", ":") if what == "registered_model_name" else _BAD_MODEL_NAME_CHARS
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in bad):
+        raise ValueError(
+            f"Invalid {what} {name!r}: MLflow takes a non-empty name without any of "
+            f"{' '.join(bad)}. Pick another name, or leave it None for the default."
+        )
 
 
 def describe_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -161,8 +204,15 @@ def log_raw_model(
     X: Any,
     dtypes: dict[str, str] | None,
     serializer: str = "cloudpickle",
+    name: str = schema.MODEL_NAME,
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> str:
     """Log a fitted chain as a raw-input pyfunc model; return its ``models:/`` URI.
+
+    ``name``, ``tags`` and ``params`` are the LoggedModel's: the UI lists the model
+    by its name and shows its parameters, and they are written when the model is
+    created, in the same call.
 
     ``stages`` holds ``(step name, serializer, serialized fitted step)``; ``fitted``
     is the same chain as a plain scikit-learn pipeline, used to infer the output
@@ -185,7 +235,7 @@ def log_raw_model(
     signature = raw_signature(getattr(fitted, method)(sample), method)
     example = _example(_raw.prepare(example, dtypes))
     model = mlflow.initialize_logged_model(
-        name=schema.MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id
+        name=name, source_run_id=run_id, experiment_id=experiment_id, tags=tags, params=params
     )
     with tempfile.TemporaryDirectory() as tmp:
         meta_path = Path(tmp, "meta.json")

@@ -7,6 +7,7 @@ retries the store's transient errors with backoff.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import functools
 import getpass
@@ -17,6 +18,7 @@ import random
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -485,6 +487,37 @@ def format_param(value: Any) -> str:
     return text if len(text) <= _MAX_PARAM_VALUE else text[: _MAX_PARAM_VALUE - 1] + "…"
 
 
+# Where the fits of this context come from, as (name, MLflow source type): the mlpipe
+# command sets it to its own command ("mlpipe train"); otherwise fit_source() finds it.
+FIT_SOURCE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "mlpipe_fit_source", default=None
+)
+
+
+def fit_source() -> dict[str, str]:
+    """MLflow's ``mlflow.source.name`` and ``mlflow.source.type`` for a stage run now.
+
+    What :data:`FIT_SOURCE` holds (the ``mlpipe`` command sets it); else a notebook
+    (type ``NOTEBOOK``, named by the kernel's session when Jupyter says it); else the
+    running script's absolute path (type ``LOCAL``), ``python -c`` or ``<console>``.
+    """
+    given = FIT_SOURCE.get()
+    if given is not None:
+        name, type_ = given
+    elif "ipykernel" in sys.modules:
+        name, type_ = os.environ.get("JPY_SESSION_NAME") or "notebook", "NOTEBOOK"
+    else:
+        main = sys.argv[0] if sys.argv else ""
+        if main == "-c":
+            name = "python -c"
+        elif main and Path(main).is_file():
+            name = str(Path(main).resolve())
+        else:
+            name = main or "<console>"
+        type_ = "LOCAL"
+    return {schema.SOURCE_NAME: name, schema.SOURCE_TYPE: type_}
+
+
 def git_commit() -> str | None:
     """The commit checked out in the working directory, or None outside a git repository."""
     try:
@@ -511,12 +544,24 @@ class StageRun:
         params: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        model_id: str | None = None,
+        dataset: Any = None,
     ) -> None:
-        """Log parameters, metrics and tags in as few store calls as MLflow allows."""
+        """Log parameters, metrics and tags in as few store calls as MLflow allows.
+
+        Metrics logged with ``model_id`` are also the logged model's, and with
+        ``dataset`` (an MLflow dataset entity) they say what data they were measured
+        on, as ``mlflow.log_metrics(..., model_id=, dataset=)`` records them.
+        """
         plist = [Param(k, format_param(v)) for k, v in (params or {}).items()]
         tlist = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        mlist = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+        on = {
+            "model_id": model_id,
+            "dataset_name": dataset.name if dataset is not None else None,
+            "dataset_digest": dataset.digest if dataset is not None else None,
+        }
+        mlist = [Metric(k, float(v), now, 0, **on) for k, v in (metrics or {}).items()]
         first = True
         while plist or tlist or first:
             self.client.log_batch(
@@ -753,6 +798,25 @@ def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:
         logger.exception("Could not end run %s; it will be ended FAILED on the next fit", run_id)
 
 
+def _first_note(stage: str, type_: str, upstream: list[tuple[str, str, str]]) -> str:
+    """The description a stage run starts with (a load run keeps it)."""
+    from mlpipe.tracking._notes import Linked, stage_note
+
+    note = stage_note(
+        stage=stage,
+        type_=type_,
+        cls=None,
+        run_id="",
+        upstream=[Linked(s, k, r, None) for s, k, r in upstream],
+    )
+    if stage == schema.LOAD_STAGE:
+        note += (
+            "\n\nA data version: its dataset is under Inputs, its fingerprint in the tag "
+            f"`{schema.FINGERPRINT}`."
+        )
+    return note
+
+
 @contextlib.contextmanager
 def stage_run(
     client: mlflow.MlflowClient,
@@ -794,8 +858,11 @@ def stage_run(
         schema.OWNER: _owner(),
         schema.HEARTBEAT: str(_now_ms()),
         schema.LEASE_SECONDS: f"{lease:g}",
+        **fit_source(),
         **(tags or {}),
     }
+    if schema.NOTE not in all_tags:
+        all_tags[schema.NOTE] = _first_note(stage, type_, upstream)
     run = client.create_run(experiment_id, tags=all_tags, run_name=type_)
     heartbeat = _Heartbeat(client, run.info.run_id, beat)
     heartbeat.start()
