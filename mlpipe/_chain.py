@@ -639,6 +639,11 @@ class _ChainLogger:
                 ),
             )
         metrics, tags = dict(evaluation.metrics), dict(evaluation.tags)
+        threshold = getattr(est, "best_threshold_", None)
+        if threshold is not None:
+            # A model that tuned its decision threshold (TunedThresholdClassifierCV):
+            # the value it chose, comparable across runs like any other metric.
+            metrics[schema.BEST_THRESHOLD] = float(threshold)
         if y is not None and hasattr(est, "score"):
             # What Pipeline.score computes, on the final step's input already at hand.
             metrics[schema.TRAINING_SCORE] = float(est.score(Xt, y))
