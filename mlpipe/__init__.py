@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mlpipe._cache import load_stage
     from mlpipe._graph import lineage_graph
     from mlpipe._pipeline import LineagePipeline
+    from mlpipe._promote import promote
     from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
     from mlpipe.data import Dataset, fingerprint, load
     from mlpipe.tracking._query import (
@@ -45,6 +46,7 @@ _WHERE = {
     "load": "mlpipe.data",
     "LineagePipeline": "mlpipe._pipeline",
     "lineage_graph": "mlpipe._graph",
+    "promote": "mlpipe._promote",
 }
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "load",
     "load_stage",
     "logic",
+    "promote",
     "runs",
 ]
 

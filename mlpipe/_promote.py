@@ -110,7 +110,7 @@ def _candidate(client: mlflow.MlflowClient, name: str, version_or_run: Any) -> M
         matching = [v for v in _versions(client, name) if v.run_id == text]
         if matching:
             return matching[-1]
-    numbers = ", ".join(v.version for v in _versions(client, name)) or "none"
+    numbers = ", ".join(str(v.version) for v in _versions(client, name)) or "none"
     raise NotFoundError(
         f"Model {name!r} has no version {text!r} (a version number, or the run id of a "
         f"registered chain's final stage). Its versions: {numbers}."

@@ -23,6 +23,7 @@ def test_public_api_is_documented_surface():
             "lineage_graph",
             "load",
             "load_stage",
+            "promote",
             "runs",
         ]
     )

@@ -45,6 +45,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="experiment prefix: PROJECT/load, PROJECT/model, ...")
 
 
+def _add_register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also register the model as a new version of registered model NAME",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlpipe",
@@ -143,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         help="binary targets: tune the decision threshold by cross-validation (balanced "
         "accuracy); the threshold travels with the model and its type is ALGORITHM-tuned",
     )
+    _add_register(train)
     _add_common(train)
 
     main = command(
@@ -176,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="binary targets: tune the decision threshold (see train)",
     )
+    _add_register(main)
     _add_common(main)
 
     runs = command(
@@ -205,18 +215,26 @@ def _parser() -> argparse.ArgumentParser:
     lineage = command(
         "lineage",
         "show the chain upstream of a run",
-        "  mlpipe lineage 0123abcd...\n  mlpipe lineage 0123abcd... --output chain.svg",
+        "  mlpipe lineage 0123abcd...\n  mlpipe lineage 0123abcd... --output chain.svg\n"
+        "  mlpipe lineage models:/credit@champion",
     )
-    lineage.add_argument("run_id", help="a stage run's id (mlpipe runs)")
+    lineage.add_argument(
+        "run_id",
+        help="a stage run's id (mlpipe runs), or a registered model: models:/NAME@ALIAS, "
+        "models:/NAME/VERSION",
+    )
     lineage.add_argument("--output", help="also draw it to FILE.svg or FILE.png")
 
     serve = command(
         "serve",
         "serve a chain's raw-input model over HTTP (mlflow models serve)",
-        "  mlpipe serve 0123abcd... --port 5001\n  mlpipe serve models:/m-0123... --port 5001",
+        "  mlpipe serve 0123abcd... --port 5001\n  mlpipe serve models:/m-0123... --port 5001\n"
+        "  mlpipe serve credit@champion --port 5001",
     )
     serve.add_argument(
-        "model", metavar="RUN_ID|MODEL_URI", help="a final stage's run id, or a model URI"
+        "model",
+        metavar="RUN_ID|MODEL_URI|NAME@ALIAS",
+        help="a final stage's run id, a model URI, or a registered model's alias",
     )
     serve.add_argument("--port", type=int, default=5001, help="port to listen on")
     serve.add_argument(
@@ -235,6 +253,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the tracking server's database, when MLFLOW_TRACKING_URI is an http(s) server",
     )
+
+    promote = command(
+        "promote",
+        "move a registered model's alias to a version that scores at least as well",
+        "  mlpipe promote credit 3\n  mlpipe promote credit 3 --alias champion --metric f1_macro\n"
+        "  mlpipe promote credit 4 --force --reason 'new data version'",
+    )
+    promote.add_argument("name", help="the registered model")
+    promote.add_argument("version", help="a version number, or the final stage's run id")
+    promote.add_argument("--alias", default="champion", help="the alias (default: champion)")
+    promote.add_argument(
+        "--metric", help="the score to compare (default: the one the chain was scored with)"
+    )
+    promote.add_argument(
+        "--force", action="store_true", help="promote whatever the scores and data versions"
+    )
+    promote.add_argument("--reason", help="why, recorded on the version")
 
     command("demo", "fit the Palmer penguins chain and show what was logged", "  mlpipe demo")
     return parser
@@ -274,6 +309,8 @@ def _report(pipe: Any) -> None:
     _print_table(rows)
     if pipe.model_uri_:
         print(f"model: {pipe.model_uri_}")
+    if pipe.model_version_:
+        print(f"registered: models:/{pipe.registered_model_name}/{pipe.model_version_}")
 
 
 def _run_load(args: argparse.Namespace) -> int:
@@ -407,6 +444,7 @@ def _run_train(args: argparse.Namespace) -> int:
         [("processing", processing), ("model", model)],
         project=args.project,
         types={"processing": args.logic, "model": _model_type(args)},
+        registered_model_name=args.register,
     ).fit(dataset)
     if pipe.run_ids_["processing"] != processing_run.run_id:
         print(
@@ -454,6 +492,7 @@ def _run_main(args: argparse.Namespace) -> int:
         steps,
         project=args.project,
         types={"processing": args.logic, "model": _model_type(args)},
+        registered_model_name=args.register,
     ).fit(dataset)
     _report(pipe)
     return 0
@@ -504,7 +543,12 @@ def _run_lineage(args: argparse.Namespace) -> int:
 
     if args.output:
         check_path(args.output)  # a format it cannot draw fails before any lookup
-    entries = mlpipe.lineage(args.run_id)
+    run_id, alias = args.run_id, None
+    if run_id.startswith("models:/"):
+        from mlpipe._promote import model_run
+
+        run_id, alias = model_run(run_id)
+    entries = mlpipe.lineage(run_id)
     _print_table(
         [
             {
@@ -518,8 +562,10 @@ def _run_lineage(args: argparse.Namespace) -> int:
             for e in entries
         ]
     )
+    if alias:
+        print(f"model: {alias}")
     if args.output:
-        print(f"drawn to {mlpipe.lineage_graph(args.run_id, args.output)}")
+        print(f"drawn to {mlpipe.lineage_graph(run_id, args.output)}")
     return 0
 
 
@@ -529,7 +575,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from mlpipe import schema
 
     uri = args.model
-    if "://" not in uri and not uri.startswith("models:/"):
+    if "@" in uri and "://" not in uri and not uri.startswith("models:/"):
+        uri = f"models:/{uri}"  # NAME@ALIAS: a registered model's alias
+    if uri.startswith("models:/") and ("@" in uri or "/" in uri.removeprefix("models:/")):
+        from mlpipe._promote import model_run
+
+        model_run(uri)  # a missing model, version or alias fails here, saying what exists
+    elif "://" not in uri and not uri.startswith("models:/"):
         run = mlflow.MlflowClient().get_run(uri)
         uri = run.data.tags.get(schema.MODEL_URI)
         if run.info.status != "FINISHED":
@@ -566,6 +618,24 @@ def _run_serve(args: argparse.Namespace) -> int:
     print(f"serving {uri} on http://{args.host}:{args.port}/invocations", file=sys.stderr)
     os.execvpe(command[0], command, env)
     return 0  # not reached
+
+
+def _run_promote(args: argparse.Namespace) -> int:
+    import mlpipe
+    from mlpipe import schema
+
+    version = mlpipe.promote(
+        args.name,
+        args.version,
+        alias=args.alias,
+        metric=args.metric,
+        force=args.force,
+        reason=args.reason,
+    )
+    because = version.tags.get(schema.promoted_tag(args.alias, "because"), "")
+    print(f"{args.name} version {version.version} is @{args.alias}: {because}")
+    print(f"load it as models:/{args.name}@{args.alias}")
+    return 0
 
 
 def _run_gc(args: argparse.Namespace) -> int:
@@ -666,6 +736,10 @@ def _main(args: argparse.Namespace) -> int:
         # MLflow's own INFO and WARNING lines (table creation, pickling caveats) are
         # noise on a terminal; mlpipe's docs say what they would.
         logging.getLogger("mlflow").setLevel(logging.ERROR)
+    from mlpipe.tracking._store import FIT_SOURCE
+
+    # The runs this command logs say, as their source in MLflow's UI, which command it was.
+    source = FIT_SOURCE.set((f"mlpipe {args.command}", "LOCAL"))
     try:
         if args.command not in _LOOKUPS:
             args.resume_gc()
@@ -683,6 +757,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"mlpipe {args.command}: error: {hide(message).strip(chr(34))}", file=sys.stderr)
         return 2
     finally:
+        FIT_SOURCE.reset(source)
         mlpipe_logger.removeHandler(handler)
         mlpipe_logger.setLevel(level)
         logging.getLogger("mlflow").setLevel(mlflow_level)
