@@ -531,7 +531,11 @@ def _run_runs(args: argparse.Namespace) -> int:
     table.loc[abandoned, "status"] = table.loc[abandoned, "status"] + " (abandoned)"
     # Every cross-validated metric, and the others that say how good a model is.
     others = (schema.BEST_SCORE, schema.BEST_THRESHOLD, schema.TRAINING_SCORE)
-    scores = [c for c in table if c.startswith(schema.CV_PREFIX) or c in others]
+    scores = [
+        c
+        for c in table
+        if (c.startswith(schema.CV_PREFIX) or c in others) and table[c].notna().any()
+    ]  # those the runs shown have: a regressor's scores are not a classifier's
     sort = [args.sort] if args.sort and args.sort not in scores else []
     _print_table(table[["stage", "key", "status", "run_id", "data", *sort, *scores]])
     return 0
