@@ -514,7 +514,22 @@ def _install_quiet() -> Callable[[], None]:
     warnings.filterwarnings("always", module=_MLFLOW_MODULES)
     warnings.showwarning = show
 
+    # MLflow draws a bar for each artifact download (a reused stage's file: "Downloading
+    # artifacts 1/1") when tqdm is installed, whatever stderr is; mlpipe's own bars
+    # (mlpipe/_progress.py) say what takes long. Not inside mlpipe's calls, then.
+    from mlflow.utils import file_utils
+
+    bars = file_utils.ArtifactProgressBar
+    draw = bars.set_pbar
+
+    def set_pbar(self: Any) -> None:
+        if not _quiet_depth.get():
+            draw(self)
+
+    bars.set_pbar = set_pbar  # type: ignore[method-assign]
+
     def undo() -> None:
+        bars.set_pbar = draw  # type: ignore[method-assign]
         caught.__exit__(None, None, None)
         for handler in added:
             handler.removeFilter(_DEMOTE)
@@ -540,6 +555,9 @@ def quiet() -> Iterator[None]:
         logging.basicConfig()
         logging.getLogger("mlpipe").setLevel(logging.DEBUG)
 
+    MLflow's bars for artifact transfers (``ArtifactProgressBar``, drawn when tqdm
+    is installed) are not drawn inside the block either.
+
     Only records and warnings of the thread (and context) inside the block are
     moved; outside it MLflow logs as before. The block nests, and the filter on
     MLflow's handlers and the warnings hook are removed exactly when the last
@@ -547,7 +565,8 @@ def quiet() -> Iterator[None]:
     MLflow's warnings in other threads are shown whatever the warning filters say.
 
     Wraps MLflow's logger names and its handler set-up (MLflow 3.17,
-    ``mlflow/utils/logging_utils.py``).
+    ``mlflow/utils/logging_utils.py``) and ``ArtifactProgressBar.set_pbar``
+    (``mlflow/utils/file_utils.py``).
     """
     token = _quiet_depth.set(_quiet_depth.get() + 1)
     try:

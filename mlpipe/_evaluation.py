@@ -43,6 +43,7 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from mlpipe import schema
 from mlpipe._cache import digest, output_config
+from mlpipe._progress import bar
 from mlpipe.exceptions import SerializationError
 from mlpipe.tracking import _store as store
 
@@ -186,7 +187,10 @@ def evaluate(
     classes = _classes(final, y)
     n_jobs = _n_jobs(folds, n_splits)
     results: list[_Fold] = []
-    with Parallel(n_jobs=n_jobs) as parallel:
+    with (
+        Parallel(n_jobs=n_jobs) as parallel,
+        bar(f"Cross-validating {steps[-1][0]}", total=n_splits, unit=" folds") as progress,
+    ):
         # Folds go out n_jobs at a time, so at most that many folds' data are in memory.
         for wave in range(0, n_splits, n_jobs):
             jobs, starts = [], {}
@@ -227,6 +231,7 @@ def evaluate(
                             kept.write(position, keys[position], data)
                 fold.outputs_to_keep = []
                 results.append(fold)
+                progress.update(1)
     scores = _check_failures(results, n_splits)
     failed = [fold.index for fold in results if fold.error is not None]
     test_rows = [test for _, test in splits]

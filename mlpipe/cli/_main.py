@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print results only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print results only, no progress bars"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show MLflow's log")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -673,6 +675,9 @@ class _Hiding(logging.Formatter):
 _LOOKUPS = frozenset({"main", "runs", "lineage"})
 
 
+_PROGRESS = "MLPIPE_PROGRESS"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mlpipe`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args = _parser().parse_args(argv)
@@ -683,10 +688,19 @@ def main(argv: list[str] | None = None) -> int:
     # starts real work (reading data, fitting), and left as it was for a program that
     # calls main() itself.
     args.resume_gc = _pause_gc()
+    # -q: no progress bars either (they read MLPIPE_PROGRESS, docs/concepts.rst "Progress").
+    progress = os.environ.get(_PROGRESS)
+    if args.quiet:
+        os.environ[_PROGRESS] = "0"
     try:
         return _main(args)
     finally:
         args.resume_gc()
+        if args.quiet:  # main() may run inside a program: leave it as it was
+            if progress is None:
+                del os.environ[_PROGRESS]
+            else:
+                os.environ[_PROGRESS] = progress
 
 
 def _pause_gc() -> Callable[[], None]:

@@ -21,6 +21,7 @@ import sqlparse  # tells SQL statements apart; MLflow requires it (mlflow-skinny
 from mlflow.data.dataset_source import DatasetSource
 from sqlparse import tokens
 
+from mlpipe._progress import bar
 from mlpipe.exceptions import SourceError
 from mlpipe.tracking._store import PASSWORD_PARAMETERS, redact, scrub
 
@@ -239,10 +240,12 @@ def _read(
             statement = sa.text(query or "")
         chunks = []
         rows = 0
-        for chunk in pd.read_sql_query(statement, connection, chunksize=chunksize):
-            chunks.append(chunk)
-            rows += len(chunk)
-            logger.info("Loading %s from %s: %d rows", what, redact(url), rows)
+        with bar(f"Loading {what}", unit=" rows", scale=True) as progress:
+            for chunk in pd.read_sql_query(statement, connection, chunksize=chunksize):
+                chunks.append(chunk)
+                rows += len(chunk)
+                progress.update(len(chunk))
+                logger.info("Loading %s from %s: %d rows", what, redact(url), rows)
         if not chunks:  # a query with no rows still has columns, but pandas yields no chunk
             return pd.read_sql_query(statement, connection)
     return _concat(chunks)
