@@ -228,7 +228,7 @@ def promote(
     candidate = _candidate(client, name, version_or_run)
     holder = _holder(client, name, alias)
     metric_name, score, metrics = _score(client, candidate, metric)
-    if holder is not None and holder.version == candidate.version:
+    if holder is not None and str(holder.version) == str(candidate.version):
         logger.info("Version %s of %r already holds @%s.", candidate.version, name, alias)
         return candidate
     if score is None and not force:
@@ -272,7 +272,7 @@ def promote(
     record = {
         "by": store.current_user(),
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "from": holder.version if holder is not None else "none",
+        "from": str(holder.version) if holder is not None else "none",
         "because": because,
     }
     for what, value in record.items():

@@ -1,0 +1,183 @@
+"""Registering a chain's model and promoting it by alias (issue 13, item 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+
+import mlpipe
+from mlpipe import schema
+from mlpipe.cli._main import main
+from mlpipe.exceptions import NotFoundError, PromotionError
+
+
+def _frame(rows: int | None = None) -> pd.DataFrame:
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    frame = X.assign(species=y)
+    # Every third row: the same classes in other proportions, another data version.
+    return frame if rows is None else frame.iloc[::3].reset_index(drop=True)
+
+
+def _register(estimator, frame: pd.DataFrame | None = None, **kwargs) -> mlpipe.LineagePipeline:
+    frame = _frame() if frame is None else frame
+    data = mlpipe.load(frame, name="iris", target="species")
+    return mlpipe.LineagePipeline(
+        [("model", estimator)], cv=3, registered_model_name="iris", **kwargs
+    ).fit(data)
+
+
+def _score(pipe: mlpipe.LineagePipeline) -> float:
+    return mlflow.MlflowClient().get_run(pipe.run_ids_["model"]).data.metrics["cv_accuracy_mean"]
+
+
+def test_registered_version_carries_the_chain():
+    pipe = _register(LogisticRegression(max_iter=300))
+    client = mlflow.MlflowClient()
+    assert pipe.model_version_ == "1"
+    version = client.get_model_version("iris", "1")
+    chain = json.loads(version.tags[schema.CHAIN])
+    assert [(e["stage"], e["run_id"]) for e in chain] == list(pipe.run_ids_.items())
+    assert version.tags[schema.SCORE_METRIC] == "cv_accuracy_mean"
+    assert version.tags[schema.MODEL_URI] == pipe.model_uri_
+    assert version.run_id == pipe.run_ids_["model"]
+    model = client.get_logged_model(pipe.model_uri_.removeprefix("models:/"))
+    # What the UI's model page lists under "Model versions".
+    assert json.loads(model.tags[schema.MODEL_VERSIONS]) == [{"name": "iris", "version": "1"}]
+    # The same chain fitted again is reused whole, and keeps its version.
+    again = _register(LogisticRegression(max_iter=300))
+    assert again.reused_ == ["model"] and again.model_version_ == "1"
+    assert len(client.search_model_versions("name = 'iris'")) == 1
+
+
+def test_promotion_rules_first_equal_better_worse_and_force():
+    client = mlflow.MlflowClient()
+    low = _register(DummyClassifier(strategy="most_frequent"))  # version 1
+    same = _register(DummyClassifier(strategy="prior"))  # version 2: the same predictions
+    high = _register(LogisticRegression(max_iter=300))  # version 3
+    assert _score(low) == _score(same) < _score(high)
+
+    first = mlpipe.promote("iris", "1")
+    assert first.aliases == ["champion"]
+    assert first.tags[schema.promoted_tag("champion", "from")] == "none"
+    # Equal: at least as good, so it moves.
+    assert str(mlpipe.promote("iris", 2).version) == "2"
+    assert str(client.get_model_version_by_alias("iris", "champion").version) == "2"
+    # Better: it moves, by the final stage's run id too.
+    promoted = mlpipe.promote("iris", high.run_ids_["model"])
+    assert str(promoted.version) == "3"
+    tags = promoted.tags
+    assert tags[schema.promoted_tag("champion", "from")] == "2"
+    assert tags[schema.promoted_tag("champion", "by")]
+    assert tags[schema.promoted_tag("champion", "at")].startswith("20")
+    assert "at least as good" in tags[schema.promoted_tag("champion", "because")]
+    # Worse: refused with both scores and both data versions; nothing changes.
+    before = client.get_model_version("iris", "1").tags
+    with pytest.raises(PromotionError) as refused:
+        mlpipe.promote("iris", "1")
+    message = str(refused.value)
+    assert f"{_score(low):.6g}" in message and f"{_score(high):.6g}" in message
+    assert message.count("iris@") == 2 and "\n" not in message
+    assert str(client.get_model_version_by_alias("iris", "champion").version) == "3"
+    assert client.get_model_version("iris", "1").tags == before
+    # Forced: it moves, and says so.
+    forced = mlpipe.promote("iris", "1", force=True, reason="rollback")
+    assert forced.aliases == ["champion"]
+    assert forced.tags[schema.promoted_tag("champion", "because")] == "rollback"
+
+
+def test_scores_on_different_data_versions_need_force():
+    client = mlflow.MlflowClient()
+    _register(DummyClassifier())  # version 1, all rows
+    other = _register(LogisticRegression(max_iter=300), _frame(rows=50))  # version 2
+    mlpipe.promote("iris", "1")
+    with pytest.raises(PromotionError, match="different data versions are not comparable"):
+        mlpipe.promote("iris", other.model_version_)
+    assert str(client.get_model_version_by_alias("iris", "champion").version) == "1"
+    moved = mlpipe.promote("iris", other.model_version_, force=True)
+    assert moved.tags[schema.promoted_tag("champion", "because")].startswith("forced:")
+
+
+def test_promote_by_another_metric():
+    _register(DummyClassifier())
+    better = _register(LogisticRegression(max_iter=300))
+    mlpipe.promote("iris", "1", alias="staging", metric="f1_macro")
+    assert mlpipe.promote("iris", better.model_version_, "staging", "f1_macro").aliases == [
+        "staging"
+    ]
+
+
+def test_bad_input_says_what_exists():
+    pipe = _register(DummyClassifier())
+    with pytest.raises(NotFoundError, match=r"no version '7'.*Its versions: 1\.$"):
+        mlpipe.promote("iris", 7)
+    with pytest.raises(NotFoundError, match=r"No registered model 'credit'\. .*: iris\.$"):
+        mlpipe.promote("credit", 1)
+    for alias in ("latest", "v2", "has space", ""):
+        with pytest.raises(ValueError, match="Invalid alias"):
+            mlpipe.promote("iris", 1, alias=alias)
+    with pytest.raises(
+        PromotionError, match="has no score accuracy_x: its run has cv_accuracy_mean"
+    ):
+        mlpipe.promote("iris", pipe.model_version_, metric="accuracy_x")
+    # A chain fitted without evaluation was never scored.
+    data = mlpipe.load(_frame(rows=50), name="iris", target="species")
+    unscored = mlpipe.LineagePipeline(
+        [("model", DummyClassifier())], cv=None, registered_model_name="iris"
+    ).fit(data)
+    with pytest.raises(PromotionError, match="never cross-validated"):
+        mlpipe.promote("iris", unscored.model_version_)
+    assert mlflow.MlflowClient().get_registered_model("iris").aliases == {}
+
+
+def test_cli_promote_and_its_errors(capsys):
+    _register(DummyClassifier())
+    assert main(["promote", "iris", "1", "--alias", "champion"]) == 0
+    out = capsys.readouterr().out
+    assert "iris version 1 is @champion" in out and "models:/iris@champion" in out
+    assert main(["promote", "iris", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Its versions: 1." in err
+    assert main(["promote", "iris", "1", "--alias", "latest"]) == 2
+    assert "Invalid alias 'latest'" in capsys.readouterr().err
+
+
+def test_consumers_by_alias(tracking_store, capsys):
+    pipe = _register(LogisticRegression(max_iter=300))
+    mlpipe.promote("iris", pipe.model_version_)
+    raw = _frame().drop(columns="species").head(5)
+    # A fresh process that knows nothing of mlpipe's objects: plain MLflow, by alias.
+    code = (
+        "import sys, mlflow, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model('models:/iris@champion')\n"
+        "print(list(model.predict(pd.read_json(sys.stdin, orient='split'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = tracking_store
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=raw.to_json(orient="split"),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == str(list(pipe.predict(raw)))
+    # mlpipe lineage: the chain from the data version up to the alias.
+    assert main(["lineage", "models:/iris@champion"]) == 0
+    shown = capsys.readouterr().out
+    for run_id in pipe.run_ids_.values():
+        assert run_id in shown
+    assert shown.rstrip().endswith(f"iris@champion -> version 1 ({pipe.model_uri_})")
+    assert main(["lineage", "models:/iris@prod"]) == 2
+    assert "Its aliases: @champion (version 1)." in capsys.readouterr().err
+    assert main(["serve", "iris@prod"]) == 2
+    assert "no alias 'prod'" in capsys.readouterr().err
