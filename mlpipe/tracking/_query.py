@@ -586,7 +586,9 @@ def _chain_missing(
     """Which link of the chain :func:`find_chain` looked for is missing, and what exists."""
     load_name = store.experiment_name(schema.LOAD_STAGE, project)
     load_ids = _experiments(client, schema.LOAD_STAGE, project)
-    if not load_ids or not _search(client, load_ids, _filter(type=table, date=date), 1):
+    if not load_ids or not _search(
+        client, load_ids, _filter(type=table, date=date, finished=True), 1
+    ):
         return _missing(
             client,
             load_ids,
@@ -893,7 +895,7 @@ def _missing(
     type_ = None if name is None else store.safe_type(name.rsplit("@", 1)[0] if exact else name)
     when = f" on {date}" if date is not None and not exact else ""
     same_type = _search(client, experiment_ids, _filter(type=type_, finished=True), 5000)
-    if same_type and (type_ is not None or date is not None):
+    if same_type:
         dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[-1][:8] for r in same_type})
         shown = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates)
         of = f" of {name!r}" if name is not None else ""
@@ -908,4 +910,5 @@ def _missing(
     )
     types = ", ".join(sorted({LineageEntry.from_run(r).type for r in others})) or "none"
     there = f"Loaded data: {types}" if load else f"Types there: {types}"
-    return f"No {what} of {type_!r} in {experiments}. {there}."
+    of = f" of {type_!r}" if type_ is not None else when
+    return f"No {what}{of} in {experiments}. {there}."
