@@ -59,8 +59,9 @@ def register(
         name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
     )
     if not mlflow.get_tracking_uri().startswith(("http:", "https:")):
-        # Only a new model: no earlier versions to keep in the tag.
-        entry = [{"name": name, "version": str(version.version)}]
+        # Only a new model: no earlier versions to keep in the tag. As MLflow writes it
+        # (mlflow.register_model, and the server), the version as the store gives it.
+        entry = [{"name": name, "version": version.version}]
         client.set_logged_model_tags(model_id, {schema.MODEL_VERSIONS: json.dumps(entry)})
     return str(version.version)
 

@@ -51,7 +51,8 @@ def test_registered_version_carries_the_chain():
     assert version.run_id == pipe.run_ids_["model"]
     model = client.get_logged_model(pipe.model_uri_.removeprefix("models:/"))
     # What the UI's model page lists under "Model versions".
-    assert json.loads(model.tags[schema.MODEL_VERSIONS]) == [{"name": "iris", "version": "1"}]
+    listed = json.loads(model.tags[schema.MODEL_VERSIONS])
+    assert [(v["name"], str(v["version"])) for v in listed] == [("iris", "1")]
     # The same chain fitted again is reused whole, and keeps its version.
     again = _register(LogisticRegression(max_iter=300))
     assert again.reused_ == ["model"] and again.model_version_ == "1"
