@@ -117,3 +117,16 @@ def test_the_command_line_is_quiet_with_q(shop: Path):
 def test_the_switch(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool):
     monkeypatch.setenv(_progress.PROGRESS_ENV, value)
     assert _progress.shown() is expected  # pytest's stderr is no terminal
+
+
+def test_mlflow_artifact_bars_are_off_inside_quiet():
+    """The MLflow internal that _compat.quiet() wraps, checked on its own."""
+    from mlflow.utils.file_utils import ArtifactProgressBar
+
+    from mlpipe._compat import quiet
+
+    with quiet():
+        assert ArtifactProgressBar.files(desc="Downloading artifacts", total=1).pbar is None
+    outside = ArtifactProgressBar.files(desc="Downloading artifacts", total=1)
+    assert outside.pbar is not None  # MLflow's own behaviour, left alone outside mlpipe
+    outside.pbar.close()
