@@ -34,21 +34,50 @@ sys.path.insert(0, str(ROOT))  # tests._server: the server helper the tests use
 
 import mlflow  # noqa: E402
 from _breakdown import git_state  # noqa: E402  # benchmarks/ is on sys.path
+from mlflow.utils import rest_utils  # noqa: E402
 from palmerpenguins import load_penguins  # noqa: E402
 
 import mlpipe  # noqa: E402
+from mlpipe import _chain  # noqa: E402
 from mlpipe.cli._demo import penguins_pipeline  # noqa: E402
 from tests._server import TrackingServer  # noqa: E402
 
 
-def _fit(frame, registered: str | None, cv: int | None) -> float:
+class _Counted:
+    """Counts the HTTP requests MLflow's client sends, and times mlpipe's register()."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.register_seconds = 0.0
+        send, register = rest_utils.http_request, _chain.register
+
+        def counted(*args, **kwargs):
+            self.requests += 1
+            return send(*args, **kwargs)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return register(*args, **kwargs)
+            finally:
+                self.register_seconds += time.perf_counter() - start
+
+        rest_utils.http_request = counted
+        _chain.register = timed
+
+    def reset(self) -> None:
+        self.requests, self.register_seconds = 0, 0.0
+
+
+def _fit(frame, registered: str | None, cv: int | None, counted: _Counted) -> tuple[float, ...]:
     pipe = penguins_pipeline().set_params(registered_model_name=registered, cv=cv)
+    counted.reset()
     start = time.perf_counter()
     pipe.fit(frame.drop(columns="species"), frame["species"])
     seconds = time.perf_counter() - start
     assert pipe.reused_ == [], pipe.reused_  # cold: nothing taken from the cache
     assert (pipe.model_version_ is not None) == (registered is not None)
-    return seconds
+    return seconds, counted.requests, counted.register_seconds
 
 
 def main() -> None:
@@ -69,29 +98,42 @@ def main() -> None:
         try:
             os.environ["MLFLOW_TRACKING_URI"] = server.url
             mlflow.set_tracking_uri(server.url)
-            times: dict[str, list[float]] = {"not registered": [], "registered": []}
+            counted = _Counted()
+            times: dict[str, list[tuple[float, ...]]] = {"not registered": [], "registered": []}
             seed = 0
             # One warm-up fit of each kind: imports, the experiments, the registered model.
             for registered in (None, "penguins"):
                 seed += 1
-                _fit(raw.sample(n=args.rows, replace=True, random_state=seed), registered, cv)
+                frame = raw.sample(n=args.rows, replace=True, random_state=seed)
+                _fit(frame, registered, cv, counted)
             for _ in range(args.repeat):
                 for label, registered in (("not registered", None), ("registered", "penguins")):
                     seed += 1
                     frame = raw.sample(n=args.rows, replace=True, random_state=seed)
-                    times[label].append(_fit(frame, registered, cv))
+                    times[label].append(_fit(frame, registered, cv, counted))
         finally:
             server.stop()
     print(f"mlpipe {mlpipe.__version__}, {git_state()}, mlflow {mlflow.__version__}")
     print(f"cold fits against mlflow server, rows={args.rows}, cv={cv}, repeat={args.repeat}")
-    print(f"{'fit':>15} {'median s':>9} {'min s':>7} {'max s':>7}")
-    for label, values in times.items():
-        print(f"{label:>15} {statistics.median(values):9.3f} {min(values):7.3f} {max(values):7.3f}")
-    base = statistics.median(times["not registered"])
-    extra = statistics.median(times["registered"]) - base
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (2 cores here)")
     print(
-        f"ratio registered / not registered: {statistics.median(times['registered']) / base:.3f}"
-        f" ({extra * 1000:+.0f} ms median)"
+        f"{'fit':>15} {'median s':>9} {'min s':>7} {'max s':>7} {'requests':>9} "
+        f"{'in register ms':>15}"
+    )
+    for label, rows in times.items():
+        wall = [r[0] for r in rows]
+        print(
+            f"{label:>15} {statistics.median(wall):9.3f} {min(wall):7.3f} {max(wall):7.3f} "
+            f"{statistics.median(r[1] for r in rows):9.0f} "
+            f"{statistics.median(r[2] for r in rows) * 1000:15.1f}"
+        )
+    base = statistics.median(r[0] for r in times["not registered"])
+    with_ = statistics.median(r[0] for r in times["registered"])
+    inside = statistics.median(r[2] for r in times["registered"])
+    print(f"ratio of medians, registered / not registered: {with_ / base:.3f}")
+    print(
+        f"registration itself: {inside * 1000:.0f} ms median, "
+        f"{inside / with_:.1%} of a registered fit's median"
     )
 
 
