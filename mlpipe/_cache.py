@@ -40,6 +40,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
+from mlpipe._compat import quiet
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
 from mlpipe.exceptions import NotFoundError, SerializationError
@@ -458,7 +459,8 @@ def _read_checked(run: Run, artifact: str, digest_tag: str) -> bytes:
         If the bytes do not match the recorded digest: the artifact was replaced or
         changed after the run recorded it, or only partly written.
     """
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
+    with quiet():  # MLflow's download bar and log lines are not the user's
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
     with open(path, "rb") as f:
         data = f.read()
     expected = run.data.tags.get(digest_tag)

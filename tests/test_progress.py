@@ -130,3 +130,20 @@ def test_mlflow_artifact_bars_are_off_inside_quiet():
     outside = ArtifactProgressBar.files(desc="Downloading artifacts", total=1)
     assert outside.pbar is not None  # MLflow's own behaviour, left alone outside mlpipe
     outside.pbar.close()
+
+
+def test_reading_a_snapshot_or_a_stage_draws_no_mlflow_bar(capsys: pytest.CaptureFixture[str]):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    import mlpipe
+
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "y": [0, 1, 0, 1]})
+    data = mlpipe.load(frame, name="credit", target="y")
+    pipe = mlpipe.LineagePipeline(
+        [("processing", StandardScaler()), ("model", LogisticRegression())], cv=None
+    ).fit(data)
+    capsys.readouterr()
+    mlpipe.Dataset.from_run(data.run_id)
+    mlpipe.load_stage(pipe.run_ids_["processing"])
+    assert "Downloading artifacts" not in capsys.readouterr().err

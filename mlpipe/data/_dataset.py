@@ -188,9 +188,10 @@ class Dataset:
                 f"Load run {run_id} ({tags.get(schema.KEY)}) has no snapshot: it was loaded "
                 "with snapshot=False."
             )
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=tags[schema.SNAPSHOT]
-        )
+        with quiet():  # MLflow's download bar and log lines are not the user's
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=tags[schema.SNAPSHOT]
+            )
         frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_pickle(path)
         digest = fingerprint(frame)
         if digest != tags[schema.FINGERPRINT]:
