@@ -204,7 +204,7 @@ def test_a_set_constant_has_one_key_in_every_process(tmp_path):
     assert len(keys) == 1, keys
 
 
-# --- real scripts, run as __main__, one store, three processes ------------------------------
+# --- real scripts, run as __main__, one store, two processes ------------------------------
 
 SCRIPT = '''
 import functools
@@ -275,13 +275,16 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
-def test_scripts_run_three_times_reuse_their_processing_every_time(tmp_path):
+def test_scripts_run_again_reuse_their_processing_every_time(tmp_path):
+    # Two processes: the first fits each processing stage and reuses it twice; the second
+    # starts from the user's code again and reuses the stored stage, then its loaded copy.
+    # A third process would find the store as the second left it (nothing new logged).
     (tmp_path / "team_shift.py").write_text(LOCAL_MODULE)
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     runs = []
-    for base in ("1.0", "0.3", "0.07"):
+    for base in ("1.0", "0.3"):
         done = subprocess.run(
             [sys.executable, str(script), base],
             cwd=tmp_path,

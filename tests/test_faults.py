@@ -18,10 +18,11 @@ from sklearn.preprocessing import StandardScaler
 import mlpipe
 from mlpipe.exceptions import TrackingError
 from mlpipe.tracking import _store as store
-from tests._server import TrackingServer, free_port
+from tests._server import StoreReset, TrackingServer, free_port
 from tests.data.test_sources import _everything_logged
 
-pytestmark = pytest.mark.slow
+# One worker starts the module's server for the tests that do not kill theirs.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
 
 class KillsTheServer(ClassifierMixin, BaseEstimator):
@@ -39,21 +40,49 @@ class KillsTheServer(ClassifierMixin, BaseEstimator):
         return self.model_.predict(X)
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch, _empty_store):
-    # A server of the test's own, to kill; MLflow's client gives up quickly on it. Its
-    # database starts as a copy of an empty one: creating MLflow's tables takes seconds.
-    shutil.copy(_empty_store, tmp_path / "server.db")
-    server = TrackingServer(
-        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log"
+def _server_of_its_own(directory, template) -> TrackingServer:
+    # Its database starts as a copy of an empty one: creating MLflow's tables takes seconds.
+    shutil.copy(template, directory / "server.db")
+    return TrackingServer(
+        f"sqlite:///{directory / 'server.db'}", directory / "artifacts", directory / "server.log"
     ).start()
+
+
+def _track_to(server: TrackingServer, monkeypatch) -> None:
+    # MLflow's client gives up quickly on a server that does not answer.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     mlflow.set_tracking_uri(server.url)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch, _empty_store):
+    """A server of the test's own, to kill."""
+    server = _server_of_its_own(tmp_path, _empty_store)
+    _track_to(server, monkeypatch)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def _module_server(tmp_path_factory, _empty_store):
+    directory = tmp_path_factory.mktemp("faults-server")
+    server = _server_of_its_own(directory, _empty_store)
+    try:
+        yield server, StoreReset(f"sqlite:///{directory / 'server.db'}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(_module_server, monkeypatch):
+    """The module's server, which no test kills, its store emptied for each test."""
+    server, reset = _module_server
+    reset()
+    _track_to(server, monkeypatch)
+    return server
 
 
 def _data():
@@ -101,7 +130,7 @@ def test_server_killed_mid_fit(server, monkeypatch):
     assert (mlflow.pyfunc.load_model(again.model_uri_).predict(X) == again.predict(X)).all()
 
 
-def test_a_run_of_a_dead_process_is_ended_by_the_next_fit(server):
+def test_a_run_of_a_dead_process_is_ended_by_the_next_fit(live_server):
     client = store.client()
     experiment = store.get_or_create_experiment(client, "processing")
     # A run as a fitting process killed outright would leave it on this host.
@@ -129,10 +158,12 @@ def test_an_unreachable_store_is_a_clear_error_without_the_password(monkeypatch)
     assert "s3cret-pw" not in message
 
 
-def test_a_tracking_password_reaches_nothing_logged(server, monkeypatch, tmp_path, caplog, capsys):
+def test_a_tracking_password_reaches_nothing_logged(
+    live_server, monkeypatch, tmp_path, caplog, capsys
+):
     # The test server asks for no login: the credentials are sent and ignored, which
     # is enough to see where mlpipe would copy them.
-    uri = server.url.replace("http://", "http://ana:s3cret-pw@")
+    uri = live_server.url.replace("http://", "http://ana:s3cret-pw@")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     X, y = _data()

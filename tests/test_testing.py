@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -26,7 +22,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import mlpipe
 from mlpipe.model._package import describe_columns
 from mlpipe.testing import check_model, columns_of, raw_frames
-from tests._server import ModelServer, free_port
+from tests._server import free_port
+from tests.conftest import PENGUINS_SERVER, PenguinsServer
 
 TARGET = "species"
 
@@ -345,33 +342,16 @@ def test_missing_values_without_an_imputer_are_a_clean_rejection() -> None:
 # --- served ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served_penguins() -> Iterator[tuple[str, str]]:
-    """A good penguins model served by ``mlflow models serve``: (local model path, URL)."""
-    # The autouse store is per test; the server lives for the module, so it gets its own.
-    home = Path(tempfile.mkdtemp(prefix="mlpipe-testing-"))
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(home)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            model_uri = good_pipeline(*penguins()).model_uri_
-            # A local copy, so the tests can load it whatever their own store is.
-            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(home / "model"))
-        finally:
-            mlflow.set_tracking_uri(None)
-    server = ModelServer(local, home / "server.log", uri)
-    try:
-        server.start(cwd=home)
-        yield local, server.url
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+@pytest.fixture
+def served_penguins(penguins_server: PenguinsServer) -> tuple[str, str]:
+    """A good penguins model served by ``mlflow models serve``: (local model path, URL).
+
+    The session's served demo chain (tests/conftest.py), shared with the serving tests."""
+    return penguins_server.local, penguins_server.url
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("served_penguins")  # one worker starts the module's server
+@pytest.mark.xdist_group(PENGUINS_SERVER)  # the worker that serves the session's model
 def test_check_model_against_a_served_model(served_penguins: tuple[str, str]) -> None:
     local, url = served_penguins
     report = check_model(local, url=url, examples=30, seed=0)
@@ -380,7 +360,7 @@ def test_check_model_against_a_served_model(served_penguins: tuple[str, str]) ->
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("served_penguins")
+@pytest.mark.xdist_group(PENGUINS_SERVER)
 def test_served_check_reports_a_server_that_does_not_answer(
     served_penguins: tuple[str, str],
 ) -> None:

@@ -137,23 +137,27 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def venv_with_requirements(venv: Path, requirements: Path, wheelhouse: Path, log: Path) -> Path:
+def venv_with_requirements(
+    venv: Path, requirements: Path, wheelhouse: Path, log: Path, *, exists: bool = False
+) -> Path:
     """A new venv at ``venv`` holding only ``requirements`` and what they need; its python.
 
     Resolving against the package index takes most of an install, so the wheels are
     downloaded once into ``wheelhouse`` (shared by the tests of a session) and each
     venv installs from there alone (``--no-index``): the same pins, the same wheels.
+    With ``exists``, ``venv`` was made already (pip installs what it lacks).
     """
     import importlib.metadata
 
     import pytest
 
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    if not exists:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     python = venv / "bin" / "python"
     install = (
         "--python",

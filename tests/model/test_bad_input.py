@@ -31,13 +31,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlpipe import LineagePipeline
-from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.model._raw import explain
 from tests._server import ModelServer
+from tests.conftest import PENGUINS_SERVER, PenguinsServer
 from tests.model._helpers import penguins
 
-# The served tests share the module's model servers: one worker starts them.
-pytestmark = pytest.mark.xdist_group("bad_input")
+# The tests share the session's served penguins model (tests/conftest.py) and the module's
+# models: one worker fits and serves them.
+pytestmark = pytest.mark.xdist_group(PENGUINS_SERVER)
 
 COLUMNS = [
     "island",
@@ -83,24 +84,25 @@ def _strict_pipeline() -> LineagePipeline:
 
 
 @pytest.fixture(scope="module")
-def models() -> Iterator[Models]:
-    # The autouse store is per test; these models live for the module, so they get their own.
+def models(penguins_server: PenguinsServer) -> Iterator[Models]:
+    # "imputed" is the session's served demo chain (tests/conftest.py); "strict" is fitted
+    # here into the same store, so that every model URI resolves in one tracking URI.
+    shared = penguins_server
     home = Path(tempfile.mkdtemp(prefix="mlpipe-bad-input-"))
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    X, y = penguins()
+    X, y = shared.X, shared.y
     complete = X.notna().all(axis=1)
-    fitted = Models(home=home, tracking_uri=uri)
+    fitted = Models(home=home, tracking_uri=shared.tracking_uri)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.chdir(home)
-            patch.setenv("MLFLOW_TRACKING_URI", uri)
-            mlflow.set_tracking_uri(uri)
+            patch.chdir(shared.home)
+            patch.setenv("MLFLOW_TRACKING_URI", shared.tracking_uri)
+            mlflow.set_tracking_uri(shared.tracking_uri)
             try:
-                for name, pipe, rows in [
-                    ("imputed", penguins_pipeline().set_params(cv=None), X.index),
-                    ("strict", _strict_pipeline(), X.index[complete]),
+                strict = _strict_pipeline().fit(X.loc[complete], y.loc[complete])
+                for name, pipe, rows, url in [
+                    ("imputed", shared.pipe, X.index, shared.url),
+                    ("strict", strict, X.index[complete], None),
                 ]:
-                    pipe.fit(X.loc[rows], y.loc[rows])
                     assert str(pipe.model_uri_).startswith("models:/m-"), pipe.model_uri_
                     files = Path(mlflow.artifacts.download_artifacts(pipe.model_uri_))
                     fitted.by_name[name] = Model(
@@ -110,6 +112,7 @@ def models() -> Iterator[Models]:
                         pyfunc=mlflow.pyfunc.load_model(pipe.model_uri_),
                         X=X.loc[rows],
                         meta=json.loads((files / "artifacts" / "meta.json").read_text()),
+                        url=url,
                     )
             finally:
                 # Between tests no URI is set (see conftest.py); leave it so.
@@ -121,20 +124,15 @@ def models() -> Iterator[Models]:
 
 @pytest.fixture(scope="module")
 def served(models: Models) -> Iterator[Models]:
-    """One ``mlflow models serve`` process per model, for the whole module."""
-    servers = [
-        ModelServer(model.uri, models.home / f"server-{model.name}.log", models.tracking_uri)
-        for model in models.by_name.values()
-    ]
+    """The models served: the session's server for "imputed", one of the module's for "strict"."""
+    strict = models.by_name["strict"]
+    server = ModelServer(strict.uri, models.home / "server-strict.log", models.tracking_uri)
     try:
-        for server, model in zip(servers, models.by_name.values(), strict=True):
-            model.url = server.start(cwd=models.home).url
+        strict.url = server.start(cwd=models.home).url
         yield models
     finally:
-        for server in servers:
-            server.stop()
-        for model in models.by_name.values():
-            model.url = None
+        server.stop()
+        strict.url = None
 
 
 # ---------------------------------------------------------------------------

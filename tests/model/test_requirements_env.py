@@ -21,11 +21,12 @@ from tests.model._helpers import (
     rows_with_nulls,
     run_python,
     subprocess_env,
-    venv_with_requirements,
     write_local_modules,
 )
+from tests.model.conftest import RequirementVenvs
 
-# One worker downloads the wheels both venv tests install (tests/model/conftest.py).
+# One worker builds the venvs both venv tests use, from wheels downloaded once
+# (tests/model/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheelhouse")]
 
 
@@ -64,7 +65,10 @@ print(
 
 
 def test_model_loads_with_only_its_logged_requirements(
-    tmp_path: Path, tracking_store: str, monkeypatch: pytest.MonkeyPatch, wheelhouse: Path
+    tmp_path: Path,
+    tracking_store: str,
+    monkeypatch: pytest.MonkeyPatch,
+    requirement_venvs: RequirementVenvs,
 ) -> None:
     # A transformer from a local module that is not installed anywhere: the model
     # has to carry its code (and that of the module it imports) by value.
@@ -102,8 +106,8 @@ def test_model_loads_with_only_its_logged_requirements(
     frame = pd.DataFrame.from_records(json.loads(records.read_text()))
     assert frame.isna().any().any()
 
-    venv = tmp_path / "venv"
-    venv_python = venv_with_requirements(venv, requirements, wheelhouse, tmp_path / "pip.log")
+    venv = requirement_venvs.get(requirements, tmp_path / "pip.log")
+    venv_python = venv / "bin" / "python"
 
     clean = tmp_path / "clean"
     clean.mkdir()

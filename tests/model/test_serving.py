@@ -3,62 +3,27 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
-from mlpipe import LineagePipeline
-from mlpipe.cli._demo import penguins_pipeline
-from tests._server import ModelServer
-from tests.model._helpers import penguins, rows_with_nulls
+from tests.conftest import PENGUINS_SERVER, PenguinsServer
+from tests.model._helpers import rows_with_nulls
 
-# One worker starts the module's model server for all its tests.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
-
-_START_TIMEOUT = 60.0
+# The session's served penguins model (tests/conftest.py): one worker serves it for all.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(PENGUINS_SERVER)]
 
 
-@dataclass
-class Server:
-    url: str
-    pipe: LineagePipeline
-    X: pd.DataFrame
+@pytest.fixture
+def server(penguins_server: PenguinsServer) -> PenguinsServer:
+    """The demo chain fitted with cv=None on every penguin, served by mlflow models serve."""
+    return penguins_server
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    # The autouse store is per test; the server lives for the module, so it gets its own.
-    home = Path(tempfile.mkdtemp(prefix="mlpipe-serving-"))
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    X, y = penguins()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(home)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            pipe = penguins_pipeline().set_params(cv=None).fit(X, y)
-        finally:
-            # Between tests no URI is set (see conftest.py); leave it so.
-            mlflow.set_tracking_uri(None)
-    server = ModelServer(str(pipe.model_uri_), home / "server.log", uri)
-    try:
-        server.start(cwd=home)
-        yield Server(url=server.url, pipe=pipe, X=X)
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _invoke(server: Server, body: dict[str, Any]) -> Any:
+def _invoke(server: PenguinsServer, body: dict[str, Any]) -> Any:
     response = requests.post(
         f"{server.url}/invocations",
         data=json.dumps(body, allow_nan=False),
@@ -82,7 +47,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def test_dataframe_split_with_nulls(server: Server) -> None:
+def test_dataframe_split_with_nulls(server: PenguinsServer) -> None:
     rows = rows_with_nulls(server.X)
     predictions = _invoke(server, {"dataframe_split": _split(rows)})
     expected = server.pipe.predict(rows)
@@ -90,7 +55,7 @@ def test_dataframe_split_with_nulls(server: Server) -> None:
     assert predictions == expected.tolist()
 
 
-def test_dataframe_records_with_nulls(server: Server) -> None:
+def test_dataframe_records_with_nulls(server: PenguinsServer) -> None:
     rows = rows_with_nulls(server.X, n=20)
     # A null where training only saw integers must not be rejected or misread.
     rows.loc[rows.index[-1], "year"] = np.nan
@@ -98,14 +63,14 @@ def test_dataframe_records_with_nulls(server: Server) -> None:
     assert predictions == server.pipe.predict(rows).tolist()
 
 
-def test_every_penguin_served_as_records(server: Server) -> None:
+def test_every_penguin_served_as_records(server: PenguinsServer) -> None:
     predictions = _invoke(server, {"dataframe_records": _records(server.X)})
     expected = server.pipe.predict(server.X)
     assert predictions == expected.tolist()
     assert len(set(predictions)) == 3
 
 
-def test_one_incomplete_record_per_request(server: Server) -> None:
+def test_one_incomplete_record_per_request(server: PenguinsServer) -> None:
     # Production sends one record at a time: a column may then hold nothing but null.
     incomplete = server.X[server.X.isna().any(axis=1)]
     assert len(incomplete) >= 5
@@ -124,7 +89,7 @@ def test_one_incomplete_record_per_request(server: Server) -> None:
         )
 
 
-def test_predict_proba_param(server: Server) -> None:
+def test_predict_proba_param(server: PenguinsServer) -> None:
     rows = rows_with_nulls(server.X)
     served = _invoke(
         server, {"dataframe_split": _split(rows), "params": {"method": "predict_proba"}}
@@ -138,7 +103,7 @@ def test_predict_proba_param(server: Server) -> None:
     np.testing.assert_allclose(got.sum(axis=1), 1.0)
 
 
-def test_missing_column_is_a_client_error(server: Server) -> None:
+def test_missing_column_is_a_client_error(server: PenguinsServer) -> None:
     rows = rows_with_nulls(server.X).drop(columns="body_mass_g")
     response = requests.post(
         f"{server.url}/invocations",
@@ -163,7 +128,7 @@ def _frames_a_typed_schema_would_refuse(X: pd.DataFrame) -> dict[str, pd.DataFra
 
 
 @pytest.mark.parametrize("form", ["dataframe_split", "dataframe_records", "text/csv"])
-def test_served_reads_every_value_as_predict_does(server: Server, form: str) -> None:
+def test_served_reads_every_value_as_predict_does(server: PenguinsServer, form: str) -> None:
     # The model declares no input columns, so no MLflow check refuses or converts these
     # first: each reaches the model as sent and is read as pipe.predict reads it.
     classes = [str(c) for c in server.pipe.classes_]

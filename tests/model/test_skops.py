@@ -45,8 +45,8 @@ from tests.model._helpers import (
     rows_with_nulls,
     run_python,
     subprocess_env,
-    venv_with_requirements,
 )
+from tests.model.conftest import RequirementVenvs
 
 NUMBERS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
 TEXT = ["island", "sex"]
@@ -447,9 +447,9 @@ def test_skops_model_loads_in_a_fresh_process_without_mlpipe_or_pickle(
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("wheelhouse")  # the worker that downloads the wheels once
+@pytest.mark.xdist_group("wheelhouse")  # the worker that builds the venvs (conftest.py)
 def test_skops_model_loads_with_only_its_logged_requirements(
-    tmp_path: Path, tracking_store: str, wheelhouse: Path
+    tmp_path: Path, tracking_store: str, requirement_venvs: RequirementVenvs
 ) -> None:
     import os
 
@@ -461,8 +461,7 @@ def test_skops_model_loads_with_only_its_logged_requirements(
     )
     records, frame = _records(tmp_path, X)
 
-    venv = tmp_path / "venv"
-    venv_with_requirements(venv, requirements, wheelhouse, tmp_path / "pip.log")
+    venv = requirement_venvs.get(requirements, tmp_path / "pip.log")
     clean = tmp_path / "clean"
     clean.mkdir()
     script = clean / "load.py"
