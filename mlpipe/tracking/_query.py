@@ -583,26 +583,32 @@ def _chain_missing(
     project: str | None,
     stages: tuple[str, str],
 ) -> str:
-    """Which link of the chain :func:`find_chain` looked for is missing, and what exists."""
+    """Which link of the chain :func:`find_chain` looked for is missing, and what exists.
+
+    Reads as find_chain does: only the tags it needs, through the exact upstream tags.
+    """
     load_name = store.experiment_name(schema.LOAD_STAGE, project)
-    load_ids = _experiments(client, schema.LOAD_STAGE, project)
-    if not load_ids or not _search(
-        client, load_ids, _filter(type=table, date=date, finished=True), 1
-    ):
-        return _missing(
-            client,
-            load_ids,
-            f"experiment {load_name!r}",
-            stage=schema.LOAD_STAGE,
-            name=table,
-            date=date,
-        )
-    on_loads = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{store.day(date)}%"
-    processing = _search(
+    loads = _find(
         client,
-        _experiments(client, stages[0], project),
-        f"{_filter(finished=True)} and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(on_loads)}'",
-        5000,
+        _query(experiment_names=(load_name,), type=table, date=date, finished=True, max_results=1),
+        tags=(schema.TYPE,),
+    )
+    if not loads:
+        load_ids = _experiments(client, schema.LOAD_STAGE, project)
+        where = f"experiment {load_name!r}"
+        return _missing(client, load_ids, where, stage=schema.LOAD_STAGE, name=table, date=date)
+    on_loads = f"{schema.LOAD_STAGE}:{store.safe_type(table)}@{store.day(date)}%"
+    processing = _find(
+        client,
+        dataclasses.replace(
+            _query(
+                experiment_names=(store.experiment_name(stages[0], project),),
+                finished=True,
+                max_results=50_000,
+            ),
+            tags_like=((schema.UPSTREAM_KEYS, on_loads),),
+        ),
+        tags=(schema.TYPE,),
     )
     of_logic = [r for r in processing if r.data.tags.get(schema.TYPE) == store.safe_type(logic)]
     where = f"the loads of {table!r} on {date}"
@@ -612,18 +618,25 @@ def _chain_missing(
             f"No coherent chain: no FINISHED {stages[0]} run of {logic!r} on {where}. "
             f"Logics fitted on them: {logics or 'none'}."
         )
-    on_logic = f"{stages[0]}:{store.safe_type(logic)}@%"
-    candidates = {r.info.run_id for r in of_logic}
-    models = [
-        r
-        for r in _search(
-            client,
-            _experiments(client, stages[1], project),
-            f"{_filter(finished=True)} and tags.`{schema.UPSTREAM_KEYS}` LIKE '{_quote(on_logic)}'",
-            50_000,
+    model_name = store.experiment_name(stages[1], project)
+    models = store.search_runs_sql(
+        client,
+        dataclasses.replace(
+            _query(experiment_names=(model_name,), finished=True, max_results=50_000),
+            any_tag_set=tuple(_fitted_on_tag(r.info.run_id) for r in of_logic),
+        ),
+        tags=(schema.TYPE,),
+    )
+    if models is None:  # a tracking server: the models on the logic, then on these runs
+        candidates = {r.info.run_id for r in of_logic}
+        on_logic = f"{stages[0]}:{store.safe_type(logic)}@%"
+        query = dataclasses.replace(
+            _query(experiment_names=(model_name,), finished=True, max_results=50_000),
+            tags_like=((schema.UPSTREAM_KEYS, on_logic),),
         )
-        if set(LineageEntry.from_run(r).upstream) & candidates
-    ]
+        models = [
+            r for r in _find(client, query) if set(LineageEntry.from_run(r).upstream) & candidates
+        ]
     if not any(r.data.tags.get(schema.TYPE) == store.safe_type(algorithm) for r in models):
         algorithms = ", ".join(sorted({r.data.tags.get(schema.TYPE, "") for r in models}))
         return (
@@ -894,7 +907,13 @@ def _missing(
     exact = name is not None and "@" in name
     type_ = None if name is None else store.safe_type(name.rsplit("@", 1)[0] if exact else name)
     when = f" on {date}" if date is not None and not exact else ""
-    same_type = _search(client, experiment_ids, _filter(type=type_, finished=True), 5000)
+    # Only the keys and types of the newest 5,000: the SQL read where there is one.
+    ids, shown_tags = tuple(experiment_ids), (schema.KEY, schema.TYPE)
+    same_type = _find(
+        client,
+        _query(experiment_ids=ids, type=type_, finished=True, max_results=5000),
+        tags=shown_tags,
+    )
     if same_type:
         dates = sorted({LineageEntry.from_run(r).key.rsplit("@", 1)[-1][:8] for r in same_type})
         shown = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in dates)
@@ -906,7 +925,9 @@ def _missing(
     others = (
         same_type
         if type_ is None
-        else _search(client, experiment_ids, _filter(finished=True), 5000)
+        else _find(
+            client, _query(experiment_ids=ids, finished=True, max_results=5000), tags=shown_tags
+        )
     )
     types = ", ".join(sorted({LineageEntry.from_run(r).type for r in others})) or "none"
     there = f"Loaded data: {types}" if load else f"Types there: {types}"
