@@ -20,10 +20,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
-from mlpipe.exceptions import NotFoundError, PromotionError
+from mlpipe.exceptions import PromotionError
 from mlpipe.tracking import _store as store
+from mlpipe.tracking._models import alias_holder, model_version, registered_model
 
-__all__ = ["model_run", "promote", "register"]
+__all__ = ["promote", "register"]
 
 logger = logging.getLogger("mlpipe")
 
@@ -32,7 +33,6 @@ logger = logging.getLogger("mlpipe")
 _ALIAS = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 _MAX_ALIAS_LENGTH = 255
-_MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 def register(
@@ -79,52 +79,6 @@ def _check_alias(alias: Any) -> None:
             f"{_MAX_ALIAS_LENGTH}), except 'latest' and version names such as 'v2'. "
             "Use a name such as 'champion'."
         )
-
-
-def _registered(client: mlflow.MlflowClient, name: str) -> Any:
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as error:
-        if error.error_code not in _MISSING:
-            raise
-    names = sorted(m.name for m in client.search_registered_models(max_results=50))
-    raise NotFoundError(
-        f"No registered model {name!r}. Registered models: {', '.join(names) or 'none'}."
-    )
-
-
-def _versions(client: mlflow.MlflowClient, name: str) -> list[ModelVersion]:
-    found = client.search_model_versions(f"name = '{name}'", max_results=200)
-    return sorted(found, key=lambda v: int(v.version))
-
-
-def _candidate(client: mlflow.MlflowClient, name: str, version_or_run: Any) -> ModelVersion:
-    """The version ``version_or_run`` names: a version number, or the run that logged it."""
-    text = str(version_or_run).strip()
-    if text.isdigit():
-        try:
-            return client.get_model_version(name, text)
-        except MlflowException as error:
-            if error.error_code not in _MISSING:
-                raise
-    else:
-        matching = [v for v in _versions(client, name) if v.run_id == text]
-        if matching:
-            return matching[-1]
-    numbers = ", ".join(str(v.version) for v in _versions(client, name)) or "none"
-    raise NotFoundError(
-        f"Model {name!r} has no version {text!r} (a version number, or the run id of a "
-        f"registered chain's final stage). Its versions: {numbers}."
-    )
-
-
-def _holder(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as error:
-        if error.error_code in _MISSING or "alias" in str(error).lower():
-            return None
-        raise
 
 
 def _metric_of(metrics: dict[str, float], wanted: str) -> str | None:
@@ -225,9 +179,9 @@ def promote(
     """
     _check_alias(alias)
     client = store.client()
-    _registered(client, name)
-    candidate = _candidate(client, name, version_or_run)
-    holder = _holder(client, name, alias)
+    registered_model(client, name)
+    candidate = model_version(client, name, version_or_run)
+    holder = alias_holder(client, name, alias)
     metric_name, score, metrics = _score(client, candidate, metric)
     if holder is not None and str(holder.version) == str(candidate.version):
         logger.info("Version %s of %r already holds @%s.", candidate.version, name, alias)
@@ -285,48 +239,3 @@ def promote(
 
 def _fmt(score: float | None) -> str:
     return "none" if score is None else f"{score:.6g}"
-
-
-def model_run(uri: str) -> tuple[str, str | None]:
-    """The final stage run behind a model reference, and what to call it.
-
-    ``uri`` is ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
-    ``models:/<model id>``, or ``<name>@<alias>``. Returns ``(run id, description)``,
-    the description saying which version the alias points at.
-
-    Raises
-    ------
-    NotFoundError
-        If the model, version or alias does not exist; the message lists what does.
-    """
-    client = store.client()
-    ref = uri.removeprefix("models:/")
-    if "@" in ref:
-        name, _, alias = ref.partition("@")
-        _registered(client, name)
-        version = _holder(client, name, alias)
-        if version is None:
-            held = client.get_registered_model(name).aliases or {}
-            listed = ", ".join(f"@{a} (version {v})" for a, v in sorted(held.items()))
-            raise NotFoundError(
-                f"Model {name!r} has no alias {alias!r}. Its aliases: {listed or 'none'}."
-            )
-        described = f"{name}@{alias} -> version {version.version}"
-    elif "/" in ref:
-        name, _, number = ref.partition("/")
-        _registered(client, name)
-        version = _candidate(client, name, number)
-        described = f"{name} version {version.version}"
-    else:
-        try:
-            logged = client.get_logged_model(ref)
-        except MlflowException as error:
-            if error.error_code not in _MISSING:
-                raise
-            raise NotFoundError(f"No logged model {ref!r}.") from None
-        if not logged.source_run_id:
-            raise NotFoundError(f"Logged model {ref!r} has no source run.")
-        return logged.source_run_id, None
-    if not version.run_id:
-        raise NotFoundError(f"{described} has no source run: it was not logged by a run.")
-    return version.run_id, f"{described} ({version.source})"

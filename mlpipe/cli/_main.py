@@ -551,7 +551,7 @@ def _run_lineage(args: argparse.Namespace) -> int:
         check_path(args.output)  # a format it cannot draw fails before any lookup
     run_id, alias = args.run_id, None
     if run_id.startswith("models:/"):
-        from mlpipe._promote import model_run
+        from mlpipe.tracking import model_run
 
         run_id, alias = model_run(run_id)
     entries = mlpipe.lineage(run_id)
@@ -584,7 +584,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if "@" in uri and "://" not in uri and not uri.startswith("models:/"):
         uri = f"models:/{uri}"  # NAME@ALIAS: a registered model's alias
     if uri.startswith("models:/") and ("@" in uri or "/" in uri.removeprefix("models:/")):
-        from mlpipe._promote import model_run
+        from mlpipe.tracking import model_run
 
         model_run(uri)  # a missing model, version or alias fails here, saying what exists
     elif "://" not in uri and not uri.startswith("models:/"):
@@ -754,7 +754,7 @@ def _main(args: argparse.Namespace) -> int:
         # MLflow's own INFO and WARNING lines (table creation, pickling caveats) are
         # noise on a terminal; mlpipe's docs say what they would.
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-    from mlpipe.tracking._store import FIT_SOURCE
+    from mlpipe.tracking import FIT_SOURCE
 
     # The runs this command logs say, as their source in MLflow's UI, which command it was.
     source = FIT_SOURCE.set((f"mlpipe {args.command}", "LOCAL"))

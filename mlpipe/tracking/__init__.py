@@ -1,11 +1,15 @@
 """The tracking store as mlpipe uses it: experiments, stage runs, queries, clean-up.
 
 Public here: :func:`collect_garbage` (what ``mlpipe gc`` runs), :func:`redact` (a
-URL with its passwords hidden, as mlpipe shows every URL) and :func:`scrub` (a
-text, such as an error message, with the passwords of a URL hidden).
+URL with its passwords hidden, as mlpipe shows every URL), :func:`scrub` (a
+text, such as an error message, with the passwords of a URL hidden),
+:func:`model_run` (the final stage run behind ``models:/<name>@<alias>``) and
+:data:`FIT_SOURCE` (what stage runs name as their source, as the ``mlpipe``
+command sets it).
 """
 
 from mlpipe.tracking._gc import collect_garbage
-from mlpipe.tracking._store import redact, scrub
+from mlpipe.tracking._models import model_run
+from mlpipe.tracking._store import FIT_SOURCE, redact, scrub
 
-__all__ = ["collect_garbage", "redact", "scrub"]
+__all__ = ["FIT_SOURCE", "collect_garbage", "model_run", "redact", "scrub"]

@@ -1,0 +1,108 @@
+"""Registered models as mlpipe reads them: a model, a version, an alias, and the run
+behind a ``models:/`` reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from mlpipe.exceptions import NotFoundError
+from mlpipe.tracking import _store as store
+
+__all__ = ["alias_holder", "model_run", "model_version", "registered_model"]
+
+MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def registered_model(client: mlflow.MlflowClient, name: str) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in MISSING:
+            raise
+    names = sorted(m.name for m in client.search_registered_models(max_results=50))
+    raise NotFoundError(
+        f"No registered model {name!r}. Registered models: {', '.join(names) or 'none'}."
+    )
+
+
+def _versions(client: mlflow.MlflowClient, name: str) -> list[ModelVersion]:
+    found = client.search_model_versions(f"name = '{name}'", max_results=200)
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def model_version(client: mlflow.MlflowClient, name: str, version_or_run: Any) -> ModelVersion:
+    """The version ``version_or_run`` names: a version number, or the run that logged it."""
+    text = str(version_or_run).strip()
+    if text.isdigit():
+        try:
+            return client.get_model_version(name, text)
+        except MlflowException as error:
+            if error.error_code not in MISSING:
+                raise
+    else:
+        matching = [v for v in _versions(client, name) if v.run_id == text]
+        if matching:
+            return matching[-1]
+    numbers = ", ".join(str(v.version) for v in _versions(client, name)) or "none"
+    raise NotFoundError(
+        f"Model {name!r} has no version {text!r} (a version number, or the run id of a "
+        f"registered chain's final stage). Its versions: {numbers}."
+    )
+
+
+def alias_holder(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in MISSING or "alias" in str(error).lower():
+            return None
+        raise
+
+
+def model_run(uri: str) -> tuple[str, str | None]:
+    """The final stage run behind a model reference, and what to call it.
+
+    ``uri`` is ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+    ``models:/<model id>``, or ``<name>@<alias>``. Returns ``(run id, description)``,
+    the description saying which version the alias points at.
+
+    Raises
+    ------
+    NotFoundError
+        If the model, version or alias does not exist; the message lists what does.
+    """
+    client = store.client()
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        registered_model(client, name)
+        version = alias_holder(client, name, alias)
+        if version is None:
+            held = client.get_registered_model(name).aliases or {}
+            listed = ", ".join(f"@{a} (version {v})" for a, v in sorted(held.items()))
+            raise NotFoundError(
+                f"Model {name!r} has no alias {alias!r}. Its aliases: {listed or 'none'}."
+            )
+        described = f"{name}@{alias} -> version {version.version}"
+    elif "/" in ref:
+        name, _, number = ref.partition("/")
+        registered_model(client, name)
+        version = model_version(client, name, number)
+        described = f"{name} version {version.version}"
+    else:
+        try:
+            logged = client.get_logged_model(ref)
+        except MlflowException as error:
+            if error.error_code not in MISSING:
+                raise
+            raise NotFoundError(f"No logged model {ref!r}.") from None
+        if not logged.source_run_id:
+            raise NotFoundError(f"Logged model {ref!r} has no source run.")
+        return logged.source_run_id, None
+    if not version.run_id:
+        raise NotFoundError(f"{described} has no source run: it was not logged by a run.")
+    return version.run_id, f"{described} ({version.source})"
