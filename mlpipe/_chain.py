@@ -49,6 +49,7 @@ from mlpipe.data._dataset import (
     find_frame_load,
     log_load,
     log_training_input,
+    training_inputs,
 )
 from mlpipe.exceptions import SerializationError, StageError
 from mlpipe.model._package import default_model_name, log_raw_model
@@ -90,7 +91,7 @@ class Settings:
     verbose: bool
     trusted_users: tuple[str, ...] | None = None  # reuse only runs these users created
     n_jobs: int | None = None  # folds evaluated at once (see LineagePipeline)
-    model_name: str | None = None  # the raw-input model's name (default: see _model_name)
+    model_name: str | None = None  # the raw-input model's name (default_model_name)
     registered_model_name: str | None = None  # register the model as a version of this
 
 
@@ -278,9 +279,7 @@ class _ChainLogger:
         # The load runs' datasets, logged as the inputs of every stage fitted on them,
         # and their experiments, which the descriptions link to.
         load_runs = [client.get_run(run_id) for _, run_id in dataset.loads]
-        inputs = [
-            i.dataset for r in load_runs for i in (r.inputs.dataset_inputs if r.inputs else [])
-        ]
+        inputs = training_inputs(load_runs)
         run_ids = {schema.LOAD_STAGE: ",".join(run_id for _, run_id in dataset.loads)}
         reused: list[str] = []
         model_uri: str | None = None
@@ -399,7 +398,12 @@ class _ChainLogger:
                         tags={
                             schema.SERIALIZER: serializer,
                             schema.STAGE_DIGEST: digest(data),
-                            schema.NOTE: self._note(name, type_, est, run.run_id, links),
+                            # The final stage's, with its model, is written with it.
+                            **(
+                                {}
+                                if is_last
+                                else {schema.NOTE: self._note(name, type_, est, run.run_id, links)}
+                            ),
                         },
                     )
                     if is_last:

@@ -533,13 +533,9 @@ def log_training_input(
     client.log_inputs(run_id, datasets=[DatasetInput(dataset=e, tags=[tag]) for e in entities])
 
 
-def training_inputs(client: mlflow.MlflowClient, dataset: Dataset) -> list[DatasetEntity]:
-    """The dataset entities of ``dataset``'s load runs, to log on the stages fitted on it."""
-    entities = []
-    for _, run_id in dataset.loads:
-        inputs = client.get_run(run_id).inputs
-        entities += [i.dataset for i in (inputs.dataset_inputs if inputs else [])]
-    return entities
+def training_inputs(load_runs: list[Any]) -> list[DatasetEntity]:
+    """The dataset entities of a dataset's load runs, to log on the stages fitted on it."""
+    return [i.dataset for r in load_runs for i in (r.inputs.dataset_inputs if r.inputs else [])]
 
 
 def _logged_target(run: Any, frame: pd.DataFrame) -> str | None:
