@@ -419,6 +419,12 @@ class LineagePipeline(Pipeline):
         for what in ("model_name", "registered_model_name"):
             if getattr(self, what) is not None:
                 check_model_name(getattr(self, what), what)
+        if self.registered_model_name is not None and not self.log_model:
+            raise StageError(
+                f"registered_model_name={self.registered_model_name!r} registers the logged "
+                "model, but log_model=False logs none. Set log_model=True, or leave "
+                "registered_model_name None."
+            )
         names = [name for name, _ in self.steps]
         # Names become experiment names and folders: checked before anything runs.
         for name in names:

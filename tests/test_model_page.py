@@ -147,3 +147,13 @@ def test_the_mlpipe_command_is_the_source_of_its_runs():
         assert fit_source() == {schema.SOURCE_NAME: "mlpipe train", schema.SOURCE_TYPE: "LOCAL"}
     finally:
         FIT_SOURCE.reset(token)
+
+
+def test_registering_without_a_model_fails_before_anything_is_logged():
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    pipe = mlpipe.LineagePipeline(
+        [("model", LogisticRegression())], log_model=False, registered_model_name="iris"
+    )
+    with pytest.raises(mlpipe.exceptions.StageError, match="log_model=False logs none"):
+        pipe.fit(X, y)
+    assert mlflow.search_runs(search_all_experiments=True).empty
