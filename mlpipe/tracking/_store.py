@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
 from mlpipe.exceptions import StageError, TrackingError
+from mlpipe.tracking._notes import Linked, stage_note
 
 logger = logging.getLogger("mlpipe")
 
@@ -800,8 +801,6 @@ def _end(client: mlflow.MlflowClient, run_id: str, status: int) -> None:
 
 def _first_note(stage: str, type_: str, upstream: list[tuple[str, str, str]]) -> str:
     """The description a stage run starts with (a load run keeps it)."""
-    from mlpipe.tracking._notes import Linked, stage_note
-
     note = stage_note(
         stage=stage,
         type_=type_,
