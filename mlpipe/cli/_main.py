@@ -31,6 +31,17 @@ class UserError(Exception):
     """A mistake on the command line: one message, no traceback, exit code 2."""
 
 
+def _picture(value: str) -> str:
+    """``lineage --output``: a file the picture can be drawn to, checked before any work."""
+    suffix = Path(value).suffix
+    if suffix.lower() not in (".svg", ".png"):  # what mlpipe.lineage_graph draws
+        raise argparse.ArgumentTypeError(
+            f"cannot draw to {value!r}: expected a file ending in .svg or .png, "
+            f"got {suffix or 'no suffix'!r}"
+        )
+    return value
+
+
 def _params(pairs: list[str] | None) -> dict[str, str]:
     out = {}
     for pair in pairs or []:
@@ -225,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a stage run's id (mlpipe runs), or a registered model: models:/NAME@ALIAS, "
         "models:/NAME/VERSION",
     )
-    lineage.add_argument("--output", help="also draw it to FILE.svg or FILE.png")
+    lineage.add_argument("--output", type=_picture, help="also draw it to FILE.svg or FILE.png")
 
     serve = command(
         "serve",
@@ -371,13 +382,6 @@ def _processing_run(logic: str, when: str, project: str | None) -> Any:
     return found
 
 
-def _target_type(dataset: Any) -> str | None:
-    """The kind of the dataset's target (``mlpipe._registry.target_type``), if it has one."""
-    from mlpipe._registry import target_type
-
-    return None if dataset.y is None else target_type(dataset.y)
-
-
 def _model_type(args: argparse.Namespace) -> str:
     """The type of the model run: the algorithm, which says when its threshold is tuned."""
     return f"{args.algorithm}-tuned" if getattr(args, "tune_threshold", False) else args.algorithm
@@ -438,7 +442,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if len(processing_run.upstream) != 1:
         raise UserError("That processing run sits on several load runs; train it from Python.")
     dataset = mlpipe.Dataset.from_run(processing_run.upstream[0])
-    model = _model(args, _target_type(dataset))  # for the target: refused before any fit
+    model = _model(args, dataset.target_type)  # for the target: refused before any fit
     # The fitted processing stage itself: its cache key is the run's, so the new chain
     # continues from that very run instead of refitting it.
     processing = mlpipe.load_stage(processing_run.run_id)
@@ -472,7 +476,7 @@ def _run_main(args: argparse.Namespace) -> int:
     load_run = mlpipe.find_run("load", key or args.table, date, project=args.project).run_id
     if not args.params and date is not None:
         # A pure lookup: no data is read when the whole chain exists.
-        from mlpipe.tracking._query import newest_chain
+        from mlpipe.tracking import newest_chain
 
         # A miss is no news here (the missing stages are fitted): no warning about it.
         chain = newest_chain(args.table, date, args.logic, _model_type(args), project=args.project)
@@ -488,7 +492,7 @@ def _run_main(args: argparse.Namespace) -> int:
     args.search = None
     args.resume_gc()  # from here on, data is read and stages are fitted
     dataset = mlpipe.Dataset.from_run(load_run)
-    model = _model(args, _target_type(dataset))  # for the target: refused before any fit
+    model = _model(args, dataset.target_type)  # for the target: refused before any fit
     steps = [("processing", mlpipe.LOGICS.build(args.logic)), ("model", model)]
     pipe = mlpipe.LineagePipeline(
         steps,
@@ -545,10 +549,7 @@ def _run_runs(args: argparse.Namespace) -> int:
 
 def _run_lineage(args: argparse.Namespace) -> int:
     import mlpipe
-    from mlpipe._graph import check_path
 
-    if args.output:
-        check_path(args.output)  # a format it cannot draw fails before any lookup
     run_id, alias = args.run_id, None
     if run_id.startswith("models:/"):
         from mlpipe.tracking import model_run

@@ -96,6 +96,20 @@ class Dataset:
         """The target column, or None."""
         return None if self.target is None else self.frame[self.target]
 
+    @property
+    def target_type(self) -> str | None:
+        """The kind of target, which decides the algorithms that fit it, or None.
+
+        ``"binary"``, ``"multiclass"`` or ``"continuous"`` (or another kind of
+        scikit-learn's :func:`~sklearn.utils.multiclass.type_of_target`). A float
+        column of whole numbers (grams, counts) is ``"continuous"``; class labels are
+        text, integers or booleans. A target with missing values raises
+        :class:`~mlpipe.exceptions.TargetTypeError`.
+        """
+        from mlpipe._registry import target_type
+
+        return None if self.y is None else target_type(self.y)
+
     def __repr__(self) -> str:
         rows, cols = self.frame.shape
         label = self.key or "+".join(key for key, _ in self.loads)
