@@ -55,7 +55,7 @@ from mlpipe.exceptions import SerializationError, StageError
 from mlpipe.model._package import default_model_name, log_raw_model
 from mlpipe.model._serialize import dumps, referenced_modules
 from mlpipe.tracking import _store as store
-from mlpipe.tracking._notes import Linked, stage_note
+from mlpipe.tracking._notes import Linked, model_note, stage_note
 from mlpipe.tracking._query import lineage
 
 __all__ = [
@@ -237,6 +237,7 @@ class _ChainLogger:
         self.dataset: Dataset | None = None
         self.inputs: list[Any] = []
         self.experiments: dict[str, str] = {}
+        self.load_links: list[Linked] = []
 
     def run(
         self,
@@ -287,7 +288,7 @@ class _ChainLogger:
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
         self.dataset, self.inputs, self.experiments = dataset, inputs, experiments
-        links = [
+        self.load_links = links = [
             Linked(schema.LOAD_STAGE, key, run.info.run_id, run.info.experiment_id)
             for (key, _), run in zip(dataset.loads, load_runs, strict=True)
         ]
@@ -460,6 +461,18 @@ class _ChainLogger:
             model=model,
             version=version,
         )
+
+    def _model_note(self, name: str, run_id: str, key: str) -> str:
+        """The Markdown description of the raw-input model logged by run ``run_id``."""
+        chain = [*self.load_links]
+        chain += [
+            Linked(e["stage"], e["key"], e["run_id"], self.experiments.get(e["stage"]))
+            for e in self.entries
+            if e["stage"] != schema.LOAD_STAGE and e["run_id"] != run_id
+        ]
+        stage = next(n for _, n, _ in reversed(_active(self.steps)))
+        chain.append(Linked(stage, key, run_id, self.experiments.get(stage)))
+        return model_note(name, chain)
 
     def _lineage_tags(self) -> dict[str, str]:
         """The chain, as tags of the logged model and of its registered version."""
@@ -671,7 +684,11 @@ class _ChainLogger:
                 dtypes=input_dtypes,
                 serializer=settings.serializer,
                 name=name,
-                tags={**lineage_tags, **store.fit_source()},
+                tags={
+                    **lineage_tags,
+                    **store.fit_source(),
+                    schema.NOTE: self._model_note(name, run.run_id, run.key),
+                },
                 params=_lineage_params(self.entries, lineage_tags[schema.FINGERPRINT]),
             )
             tags[schema.MODEL_URI] = model_uri

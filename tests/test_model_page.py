@@ -75,6 +75,13 @@ def test_logged_model_carries_the_chain():
     assert model.params["processing.run_id"] == pipe.run_ids_["processing"]
     assert model.params["load.key"] == data.key
     assert model.params["data.fingerprint"] == data.fingerprint
+    # Its description (the UI's "Description" on the model page): the chain, each run linked.
+    client = mlflow.MlflowClient()
+    note = model.tags[schema.NOTE]
+    for stage, run_id in pipe.run_ids_.items():
+        run = client.get_run(run_id)
+        link = run_link(run_id, run.info.experiment_id)
+        assert f"- {stage} [{run.info.run_name}]({link})" in note, note
 
 
 def test_default_name_uses_the_project_and_drops_what_mlflow_refuses():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mlpipe import schema
 
-__all__ = ["Linked", "model_link", "run_link", "stage_note", "version_link"]
+__all__ = ["Linked", "model_link", "model_note", "run_link", "stage_note", "version_link"]
 
 
 @dataclass(frozen=True)
@@ -119,4 +119,29 @@ def stage_note(
         ]
     if downstream is not None:
         lines += ["", _downstream_link(run_id, *downstream) + "."]
+    return "\n".join(lines)
+
+
+def model_note(name: str, chain: Sequence[Linked]) -> str:
+    """The Markdown description of a chain's raw-input model: its chain, data first,
+    each stage run linked (the UI shows it as the logged model's Description).
+
+    Examples
+    --------
+    >>> print(model_note("penguins-logreg", [Linked("load", "penguins@20190209143000",
+    ...       "r0", "1"), Linked("model", "logreg@20190209143001", "r2", "3")]))
+    Raw-input model **penguins-logreg** of an mlpipe chain: it takes raw records.
+    <BLANKLINE>
+    It runs the fitted stages of this chain, data first:
+    <BLANKLINE>
+    - load [penguins@20190209143000](#/experiments/1/runs/r0)
+    - model [logreg@20190209143001](#/experiments/3/runs/r2)
+    """
+    lines = [
+        f"Raw-input model **{name}** of an mlpipe chain: it takes raw records.",
+        "",
+        "It runs the fitted stages of this chain, data first:",
+        "",
+    ]
+    lines += [f"- {c.stage} [{c.key}]({run_link(c.run_id, c.experiment_id)})" for c in chain]
     return "\n".join(lines)

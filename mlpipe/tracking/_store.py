@@ -810,7 +810,7 @@ def _first_note(stage: str, type_: str, upstream: list[tuple[str, str, str]]) ->
     )
     if stage == schema.LOAD_STAGE:
         note += (
-            "\n\nA data version: its dataset is under Inputs, its fingerprint in the tag "
+            "\n\nA data version: its dataset is under Datasets, its fingerprint in the tag "
             f"`{schema.FINGERPRINT}`."
         )
     return note

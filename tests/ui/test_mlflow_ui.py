@@ -191,6 +191,9 @@ def test_logged_model_page_shows_the_dataset_scores_and_version(ui, chain):
     )
     lines = _lines(text)
     assert "penguins-LogisticRegression" in lines  # its name, not "model"
+    # Its description: the chain it runs, the load run first, each stage linked.
+    assert "It runs the fitted stages of this chain, data first:" in lines
+    assert (chain.data.key, chain.run_page("load")) in _links(ui)
     assert _after(lines, "Datasets used") == [dataset]
     assert _after(lines, "Model versions", 2) == ["penguins", "v1"]
     # The metrics table: each cross-validated score with the dataset it was measured on.
