@@ -24,6 +24,28 @@ from mlpipe import LineagePipeline
 PENGUINS_SERVER = "penguins_server"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which this one completes
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # With --dist=loadgroup, a pytest-xdist worker suffixes each node id with its
+    # ``xdist_group`` ("...::test@name") and the controller sends the tests of one group
+    # to one worker. pytest-xdist 3.8 writes the suffix to ``item._nodeid``, which pytest 9
+    # no longer reads (node ids live in ``item._id``): every group was then spread over
+    # the workers, and each worker built every shared fixture again. Add the suffix
+    # where pytest 9 reads it, unless pytest-xdist's own write took effect.
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers only
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        )
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId  # pytest 9; before it xdist's own write works
+
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @dataclass
 class PenguinsServer:
     """The served demo chain: its URL, the fitted pipeline and what it was fitted on."""
