@@ -45,6 +45,7 @@ __all__ = [
     "dataset_source_type",
     "delete_artifacts",
     "is_unexpected_model_error",
+    "log_inputs",
     "model_artifact_uri",
     "predictions_json",
     "quiet",
@@ -386,6 +387,25 @@ def is_unexpected_model_error(message: str) -> bool:
     :func:`mlpipe.testing.check_model` must do. Checked with MLflow 3.17.
     """
     return _UNEXPECTED_MODEL_ERROR in message
+
+
+def log_inputs(client: Any, run_id: str, datasets: list[Any]) -> None:
+    """``client.log_inputs``, safe when another process logs the same dataset meanwhile.
+
+    MLflow's SQL store looks for the dataset (experiment, name, digest), then inserts
+    it: when another process inserts it in between, the insert breaks that unique key
+    and the whole call is rolled back (SQLite says "UNIQUE constraint failed",
+    PostgreSQL "violates unique constraint", a server passes either on). The dataset
+    exists then, so a second call finds it and links it. Checked with MLflow 3.17.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.log_inputs(run_id, datasets=datasets)
+    except MlflowException as error:
+        if "unique" not in str(error).lower():
+            raise
+        client.log_inputs(run_id, datasets=datasets)
 
 
 # --- Tracking: the run link MLflow prints ---------------------------------------------

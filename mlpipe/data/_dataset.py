@@ -21,7 +21,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.models import infer_signature
 
 from mlpipe import schema
-from mlpipe._compat import dataset_source_type, quiet
+from mlpipe._compat import dataset_source_type, log_inputs, quiet
 from mlpipe._version import __version__
 from mlpipe.data._fingerprint import fingerprint
 from mlpipe.data._sources import (
@@ -544,7 +544,7 @@ def log_training_input(
 ) -> None:
     """Record ``entities`` as the training inputs of a run."""
     tag = InputTag(key="mlflow.data.context", value=schema.TRAINING_CONTEXT)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=e, tags=[tag]) for e in entities])
+    log_inputs(client, run_id, [DatasetInput(dataset=e, tags=[tag]) for e in entities])
 
 
 def training_inputs(load_runs: list[Any]) -> list[DatasetEntity]:
