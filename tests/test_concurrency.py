@@ -63,6 +63,9 @@ FITTERS = textwrap.dedent(
         if pid == 0:
             log = os.open(here / f"fitter-{index}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(log, 2)
+            # Not the parent's stdout: os._exit below skips joblib's shutdown, and the
+            # fold workers it leaves (idle for minutes) would hold that pipe open.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             status = 1
             try:
                 fit(index)
