@@ -39,7 +39,14 @@ from mlpipe._cache import (
     stored_output,
 )
 from mlpipe._compat import quiet
-from mlpipe._evaluation import Evaluation, FoldSettings, StageFolds, evaluate, search_results
+from mlpipe._evaluation import (
+    Evaluation,
+    FoldSettings,
+    StageFolds,
+    evaluate,
+    fit_step,
+    search_results,
+)
 from mlpipe._graph import render
 from mlpipe._promote import register
 from mlpipe._version import __version__
@@ -163,18 +170,6 @@ def cache_type(estimator: Any) -> str:
     then are still reused (the classes are in the key anyway).
     """
     return "+".join(_class_names(estimator))
-
-
-def fit_step(est: Any, X: Any, y: Any, params: dict[str, Any], final: str | None) -> Any:
-    """Fit one step; return its output on ``X`` (None for a final ``fit``)."""
-    if final == "fit":
-        est.fit(X, y, **params)
-        return None
-    if final == "fit_predict":
-        return est.fit_predict(X, y, **params)
-    if hasattr(est, "fit_transform"):
-        return est.fit_transform(X, y, **params)
-    return est.fit(X, y, **params).transform(X)
 
 
 def _active(steps: list[tuple[str, Any]]) -> list[tuple[int, str, Any]]:

@@ -57,6 +57,7 @@ __all__ = [
     "FoldSettings",
     "StageFolds",
     "evaluate",
+    "fit_step",
     "search_results",
 ]
 
@@ -347,7 +348,7 @@ def _fit_fold(
     try:
         for position, (name, stage) in enumerate(upstream):
             start = time.perf_counter()
-            X_train = _fit_transform(stage, X_train, y_train, params.get(name, {}))
+            X_train = fit_step(stage, X_train, y_train, params.get(name, {}), None)
             X_test = stage.transform(X_test)
             seconds = time.perf_counter() - start
             data = None
@@ -378,10 +379,16 @@ def _fit_fold(
     return fold
 
 
-def _fit_transform(stage: Any, X: Any, y: Any, params: dict[str, Any]) -> Any:
-    if hasattr(stage, "fit_transform"):
-        return stage.fit_transform(X, y, **params)
-    return stage.fit(X, y, **params).transform(X)
+def fit_step(est: Any, X: Any, y: Any, params: dict[str, Any], final: str | None) -> Any:
+    """Fit one step; return its output on ``X`` (None for a final ``fit``)."""
+    if final == "fit":
+        est.fit(X, y, **params)
+        return None
+    if final == "fit_predict":
+        return est.fit_predict(X, y, **params)
+    if hasattr(est, "fit_transform"):
+        return est.fit_transform(X, y, **params)
+    return est.fit(X, y, **params).transform(X)
 
 
 def _num_rows(X: Any) -> int:
