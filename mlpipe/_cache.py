@@ -449,9 +449,18 @@ def stage_file(serializer: str) -> str:
 
 
 def _read_checked(run: Run, artifact: str, digest_tag: str) -> bytes:
-    """The bytes of ``run``'s ``artifact``, once they match the digest the run recorded.
+    """The bytes of ``run``'s ``artifact``, once they match the digest the run recorded
+    in its tag ``digest_tag`` (see :func:`read_checked`)."""
+    return read_checked(
+        run.info.run_id, artifact, run.data.tags.get(digest_tag), f"{digest_tag} tag"
+    )
 
-    A run without that digest (logged before mlpipe recorded them) is read as it is.
+
+def read_checked(run_id: str, artifact: str, expected: str | None, recorded_in: str) -> bytes:
+    """The bytes of run ``run_id``'s ``artifact``, once they match digest ``expected``.
+
+    ``recorded_in`` says where the run recorded it, for the error. With ``expected``
+    None (a run logged before mlpipe recorded digests) the bytes are read as they are.
 
     Raises
     ------
@@ -460,15 +469,14 @@ def _read_checked(run: Run, artifact: str, digest_tag: str) -> bytes:
         changed after the run recorded it, or only partly written.
     """
     with quiet():  # MLflow's download bar and log lines are not the user's
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact)
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
     with open(path, "rb") as f:
         data = f.read()
-    expected = run.data.tags.get(digest_tag)
     if expected is not None and digest(data) != expected:
         raise SerializationError(
-            f"Run {run.info.run_id}'s {artifact} does not match the digest its "
-            f"{digest_tag} tag recorded ({expected}); got {digest(data)}. It was replaced or "
-            "changed after the run stored it, or only partly written: it is not loaded."
+            f"Run {run_id}'s {artifact} does not match its digest {expected}, which its "
+            f"{recorded_in} recorded; got {digest(data)}. It was replaced or changed after "
+            "the run stored it, or only partly written: it is not loaded."
         )
     return data
 

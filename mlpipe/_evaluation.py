@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from joblib import cpu_count, effective_n_jobs
@@ -42,7 +41,7 @@ from sklearn.utils import indexable
 from sklearn.utils.parallel import Parallel, delayed
 
 from mlpipe import schema
-from mlpipe._cache import digest, output_config
+from mlpipe._cache import digest, output_config, read_checked
 from mlpipe._progress import bar
 from mlpipe.exceptions import SerializationError
 from mlpipe.tracking import _store as store
@@ -489,6 +488,8 @@ class _FoldStore:
             expected, user = record["digest"], record["user"]
         except (ValueError, KeyError, TypeError):
             return None
+        if not isinstance(expected, str):  # no digest, no read: the fold is fitted
+            return None
         trusted = self.folds.trusted_users
         if trusted is not None and user not in trusted:
             logger.info(
@@ -500,13 +501,12 @@ class _FoldStore:
             )
             return None
         try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=stage.run_id, artifact_path=f"{schema.FOLD_DIR}/{key}.pkl"
+            data = read_checked(
+                stage.run_id,
+                f"{schema.FOLD_DIR}/{key}.pkl",
+                expected,
+                f"{schema.FOLD_PREFIX}{key} tag",
             )
-            with open(path, "rb") as f:
-                data = f.read()
-            if digest(data) != expected:
-                raise SerializationError(f"it does not match its digest {expected}")
             train_out, test_out = pickle.loads(data)
         except (MlflowException, OSError, pickle.UnpicklingError, SerializationError) as error:
             logger.warning(
