@@ -438,16 +438,29 @@ def log_load(
         log_training_input(client, run.run_id, [entity])
         if snapshot:
             run.log(tags={schema.SNAPSHOT: _log_snapshot(client, run.run_id, frame, digest)})
+    return _of_load_run(frame, target, name, source, run.run_id, run.key, digest)
+
+
+def _of_load_run(
+    frame: pd.DataFrame,
+    target: str | None,
+    name: str,
+    source: str,
+    run_id: str,
+    key: str,
+    digest: str,
+) -> Dataset:
+    """The Dataset of one load run: retrieved when its key says, loaded by it alone."""
     return Dataset(
         frame=frame,
         target=target,
         name=name,
         source=source,
-        run_id=run.run_id,
-        key=run.key,
+        run_id=run_id,
+        key=key,
         fingerprint=digest,
-        retrieved_at=store.key_datetime(run.key),
-        loads=((run.key, run.run_id),),
+        retrieved_at=store.key_datetime(key),
+        loads=((key, run_id),),
     )
 
 
@@ -610,17 +623,8 @@ def find_load(
             and (source is None or tags.get(schema.SOURCE) == source)
             and (not snapshot or tags.get(schema.SNAPSHOT))
         ):
-            key = tags[schema.KEY]
-            return Dataset(
-                frame=frame,
-                target=target,
-                name=name,
-                source=tags[schema.SOURCE],
-                run_id=run.info.run_id,
-                key=key,
-                fingerprint=digest,
-                retrieved_at=store.key_datetime(key),
-                loads=((key, run.info.run_id),),
+            return _of_load_run(
+                frame, target, name, tags[schema.SOURCE], run.info.run_id, tags[schema.KEY], digest
             )
     return None
     digest = fingerprint(frame)
@@ -635,16 +639,14 @@ def find_load(
     )
     for run in found:
         if _logged_target(run, frame) == target:
-            key = run.data.tags[schema.KEY]
-            return Dataset(
-                frame=frame,
-                target=target,
-                name="frame",
-                source=run.data.tags[schema.SOURCE],
-                run_id=run.info.run_id,
-                key=key,
-                fingerprint=digest,
-                retrieved_at=store.key_datetime(key),
-                loads=((key, run.info.run_id),),
+            tags = run.data.tags
+            return _of_load_run(
+                frame,
+                target,
+                "frame",
+                tags[schema.SOURCE],
+                run.info.run_id,
+                tags[schema.KEY],
+                digest,
             )
     return None
