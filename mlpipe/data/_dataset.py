@@ -105,6 +105,16 @@ class Dataset:
         column of whole numbers (grams, counts) is ``"continuous"``; class labels are
         text, integers or booleans. A target with missing values raises
         :class:`~mlpipe.exceptions.TargetTypeError`.
+
+        Examples
+        --------
+        >>> import mlpipe
+        >>> from palmerpenguins import load_penguins
+        >>> penguins = load_penguins().dropna(subset=["body_mass_g"])
+        >>> mlpipe.load(penguins, name="penguins", target="species").target_type
+        'multiclass'
+        >>> mlpipe.load(penguins, name="mass", target="body_mass_g").target_type
+        'continuous'
         """
         from mlpipe._registry import target_type
 
