@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from sklearn.base import is_classifier, is_regressor
@@ -49,6 +50,8 @@ from mlpipe._evaluation import (
 )
 from mlpipe._graph import render
 from mlpipe._promote import register
+from mlpipe._recipe import not_seeded, registered_parts, unfitted_copy
+from mlpipe._recipe import write as write_recipe
 from mlpipe._version import __version__
 from mlpipe.data._dataset import (
     Dataset,
@@ -283,6 +286,16 @@ class _ChainLogger:
         upstream = [(schema.LOAD_STAGE, key, run_id) for key, run_id in dataset.loads]
         upstream_key = data_key(dataset.fingerprint, dataset.target)
         self.dataset, self.inputs, self.experiments = dataset, inputs, experiments
+        # What every stage's recipe records of the data the chain was trained on.
+        columns = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        self.data_recipe = {
+            "fingerprint": dataset.fingerprint,
+            "target": dataset.target,
+            "rows": int(X.shape[0]) if hasattr(X, "shape") else len(X),
+            "columns": columns if columns and all(isinstance(c, str) for c in columns) else None,
+            "as": type(X).__name__,
+            "loads": len(dataset.loads),
+        }
         self.load_links = links = [
             Linked(schema.LOAD_STAGE, key, run.info.run_id, run.info.experiment_id)
             for (key, _), run in zip(dataset.loads, load_runs, strict=True)
@@ -367,6 +380,17 @@ class _ChainLogger:
                     log_training_input(client, run.run_id, inputs)
                     # The steps' own code runs now: an error it raises is theirs, and
                     # leaves `fitting` set for reporting() to pass it through.
+                    unfitted, why_no_copy = unfitted_copy(est)
+                    seedless = not_seeded(est)
+                    if seedless:
+                        logger.warning(
+                            "Stage %s (%s) is not seeded: %s left at None, so refitting it "
+                            "can give other results. Set it to an integer to make the stage "
+                            "reproducible.",
+                            name,
+                            type_,
+                            ", ".join(seedless),
+                        )
                     self.where.fitting = True
                     Xt = data_in.value()
                     fit_start = time.perf_counter()
@@ -378,9 +402,24 @@ class _ChainLogger:
                     stages.append((name, serializer, data))
                     modules |= found
                     with tempfile.TemporaryDirectory() as tmp:
-                        path = Path(tmp, stage_file(serializer))
-                        path.write_bytes(data)
-                        client.log_artifact(run.run_id, str(path), schema.STAGE_ARTIFACT)
+                        # The fitted stage and its rebuild recipe, in one upload.
+                        folder = Path(tmp, schema.STAGE_ARTIFACT)
+                        folder.mkdir()
+                        (folder / stage_file(serializer)).write_bytes(data)
+                        recipe_tags = write_recipe(
+                            folder,
+                            unfitted=unfitted,
+                            why_no_copy=why_no_copy,
+                            serializer=settings.serializer,
+                            modules=found,
+                            method=method,
+                            fit_params=list(routed[name]),
+                            data=self.data_recipe,
+                            registry=registered_parts(est),
+                            evaluation=(settings.cv, settings.scoring) if is_last else None,
+                            seedless=seedless,
+                        )
+                        client.log_artifacts(run.run_id, str(folder), schema.STAGE_ARTIFACT)
                         # The stored output is a pickle: never with skops.
                         if (
                             method is None
@@ -394,6 +433,7 @@ class _ChainLogger:
                         tags={
                             schema.SERIALIZER: serializer,
                             schema.STAGE_DIGEST: digest(data),
+                            **recipe_tags,
                             # The final stage's, with its model, is written with it.
                             **(
                                 {}

@@ -31,6 +31,7 @@ import logging
 import re
 import types
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -252,6 +253,15 @@ class Registry:
         built = entry.factory(**kwargs)
         if target_type is not None and not entry.targets:
             self._check_fits(name, _fits(built), target_type)
+        try:  # what a reproduce with current code rebuilds it from (see built_by)
+            _BUILT[built] = {
+                "kind": self.kind,
+                "name": name,
+                "params": {k: v for k, v in (params or {}).items()},
+                "target_type": target_type,
+            }
+        except TypeError:  # not weakly referenceable: it is rebuilt from its class
+            pass
         return built
 
     def _check_fits(self, name: str, fits: tuple[str, ...], target_type: str) -> None:
@@ -399,6 +409,18 @@ def convert(text: str, annotation: Any, what: str) -> Any:
 
 def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+# Objects that Registry.build returned, and how: see built_by.
+_BUILT: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def built_by(obj: Any) -> dict[str, Any] | None:
+    """How a registry built ``obj``: ``kind``, ``name``, ``params``, ``target_type``; or None."""
+    try:
+        return _BUILT.get(obj)
+    except TypeError:
+        return None
 
 
 LOGICS = Registry("logic", "mlpipe.logics", builtins=_builtins.LOGICS)

@@ -157,6 +157,26 @@ FOLD_DIR = "stage/folds"
 # trusted_users compares it.
 MLFLOW_USER = "mlflow.user"
 
+# A stage's rebuild recipe (see mlpipe/_recipe.py), on every run that fitted a stage:
+# stage/recipe.json (what the fit depended on) and the unfitted estimator, saved as
+# the fitted one was, in stage/recipe.pkl (or .skops); RECIPE_DIGEST is "sha256:<hex>"
+# of the latter, checked before it is loaded. NOT_SEEDED, when the stage is not
+# seeded: the comma-separated parameter paths whose random_state was None.
+RECIPE_FILE = "recipe.json"
+RECIPE_PICKLE = "recipe.pkl"
+RECIPE_SKOPS_FILE = "recipe.skops"
+RECIPE_DIGEST = "mlpipe.recipe_digest"
+NOT_SEEDED = "mlpipe.not_seeded"
+# A "reproduce" stage run (mlpipe.reproduce), fitted on the run it reproduced: its
+# verdict ("identical", "differs", "cannot rebuild"), the first stage that did not
+# reproduce, whether the code importable now was used ("true"/"false"), and the
+# report as REPRODUCE_REPORT (JSON).
+REPRODUCE_STAGE = "reproduce"
+REPRODUCE_VERDICT = "mlpipe.reproduce.verdict"
+REPRODUCE_FIRST_DIFFERENCE = "mlpipe.reproduce.first_difference"
+REPRODUCE_CURRENT_CODE = "mlpipe.reproduce.current_code"
+REPRODUCE_REPORT = "reproduce.json"
+
 # On the raw-input model's LoggedModel and on each registered version of it: the chain.
 # CHAIN is JSON, one {"stage", "key", "run_id", "cache_key"} per stage run, load first;
 # FINGERPRINT (above) the training data's, comma-separated for several load runs.
