@@ -177,6 +177,23 @@ REPRODUCE_FIRST_DIFFERENCE = "mlpipe.reproduce.first_difference"
 REPRODUCE_CURRENT_CODE = "mlpipe.reproduce.current_code"
 REPRODUCE_REPORT = "reproduce.json"
 
+# A "score" stage run (mlpipe.score, mlpipe score), fitted on the final stage run whose
+# model it scored with (its upstream): the model URI it loaded; the input's source in
+# SOURCE (passwords redacted, as on load runs) and its fingerprint (mlpipe.fingerprint
+# of the frame read, or, read in several chunks, the XXH3-128 of the chunks'
+# fingerprints in order); where the predictions were written (an absolute path) and
+# "sha256:<hex>" of that file. Parameters: SOURCE_PARAM, "table", "query" or "file",
+# ROWS, CHUNK_ROWS, PROBA_PARAM, KEEP_PARAM (comma-separated); metric SCORE_TIME.
+SCORE_STAGE = "score"
+SCORED_MODEL = "mlpipe.score.model"
+INPUT_FINGERPRINT = "mlpipe.score.input_fingerprint"
+SCORE_OUTPUT = "mlpipe.score.output"
+SCORE_OUTPUT_DIGEST = "mlpipe.score.output_digest"
+CHUNK_ROWS = "chunk_rows"
+PROBA_PARAM = "proba"
+KEEP_PARAM = "keep"
+SCORE_TIME = "score_time_seconds"
+
 # On the raw-input model's LoggedModel and on each registered version of it: the chain.
 # CHAIN is JSON, one {"stage", "key", "run_id", "cache_key"} per stage run, load first;
 # FINGERPRINT (above) the training data's, comma-separated for several load runs.
