@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mlpipe._pipeline import LineagePipeline
     from mlpipe._promote import promote
     from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
+    from mlpipe._score import score
     from mlpipe.data import Dataset, fingerprint, load
     from mlpipe.tracking._query import (
         Chain,
@@ -47,6 +48,7 @@ _WHERE = {
     "LineagePipeline": "mlpipe._pipeline",
     "lineage_graph": "mlpipe._graph",
     "promote": "mlpipe._promote",
+    "score": "mlpipe._score",
 }
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "logic",
     "promote",
     "runs",
+    "score",
 ]
 
 

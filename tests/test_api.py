@@ -25,6 +25,7 @@ def test_public_api_is_documented_surface():
             "load_stage",
             "promote",
             "runs",
+            "score",
         ]
     )
     assert isinstance(mlpipe.__version__, str) and mlpipe.__version__[:1].isdigit()

@@ -24,6 +24,7 @@ the workflow:
   mlpipe runs --stage model
   mlpipe lineage RUN_ID --output chain.svg
   mlpipe serve RUN_ID --port 5001
+  mlpipe score RUN_ID --input new.parquet --output scored.parquet
 """
 
 
@@ -283,6 +284,51 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="promote whatever the scores and data versions"
     )
     promote.add_argument("--reason", help="why, recorded on the version")
+
+    score = command(
+        "score",
+        "predict with a chain's model on a file or a table, chunk by chunk, into a Parquet "
+        "file; logged as a score run downstream of the model",
+        "  mlpipe score 0123abcd... --input new.parquet --output scored.parquet --keep id\n"
+        "  mlpipe score credit@champion --input sqlite:///shop.db --table applicants "
+        "--output scored.parquet --proba\n"
+        "  mlpipe score models:/m-0123... --input new.csv --output scored.parquet --overwrite",
+    )
+    score.add_argument(
+        "model",
+        metavar="RUN_ID|MODEL_URI|NAME@ALIAS",
+        help="a final stage's run id, a model URI (models:/..., runs:/...), or a registered "
+        "model's alias",
+    )
+    score.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH|URL",
+        help="raw records: a CSV or Parquet file, or a database URL with --table or --query",
+    )
+    source = score.add_mutually_exclusive_group()
+    source.add_argument("--table", help="the table to score (in primary-key order)")
+    source.add_argument("--query", help="a SQL query whose rows to score")
+    score.add_argument(
+        "--output", required=True, metavar="PATH.parquet", help="where to write the predictions"
+    )
+    score.add_argument(
+        "--proba", action="store_true", help="also write each class's probability (proba_CLASS)"
+    )
+    score.add_argument(
+        "--keep",
+        nargs="+",
+        action="extend",
+        metavar="COLUMN",
+        help="input columns to write next to the predictions, such as an id",
+    )
+    score.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    score.add_argument(
+        "--chunk-rows",
+        type=int,
+        metavar="N",
+        help="rows read and predicted at a time (default 100000)",
+    )
 
     command("demo", "fit the Palmer penguins chain and show what was logged", "  mlpipe demo")
     return parser
@@ -645,6 +691,30 @@ def _run_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_score(args: argparse.Namespace) -> int:
+    import mlflow
+
+    import mlpipe
+    from mlpipe import schema
+
+    chunks = {} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}
+    run_id = mlpipe.score(
+        args.model,
+        args.input,
+        output=args.output,
+        table=args.table,
+        query=args.query,
+        proba=args.proba,
+        keep=args.keep or (),
+        overwrite=args.overwrite,
+        **chunks,
+    )
+    run = mlflow.MlflowClient().get_run(run_id)
+    rows, key = run.data.params[schema.ROWS], run.data.tags[schema.KEY]
+    print(f"score run {run_id} ({key}): {rows} rows scored into {args.output}")
+    return 0
+
+
 def _run_gc(args: argparse.Namespace) -> int:
     from mlpipe.tracking import collect_garbage
 
@@ -737,7 +807,8 @@ def _main(args: argparse.Namespace) -> int:
     from mlpipe.tracking import scrub
 
     # Whatever this command shows, it shows without the passwords of the URLs it was given.
-    urls = [mlflow.get_tracking_uri(), *(v for v in (getattr(args, "source", None),) if v)]
+    given = (getattr(args, "source", None), getattr(args, "input", None))
+    urls = [mlflow.get_tracking_uri(), *(v for v in given if v)]
 
     def hide(text: str) -> str:
         for url in urls:
