@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mlpipe._pipeline import LineagePipeline
     from mlpipe._promote import promote
     from mlpipe._registry import ALGORITHMS, LOGICS, algorithm, logic
+    from mlpipe._reproduce import Reproduction, reproduce
     from mlpipe._score import score
     from mlpipe.data import Dataset, fingerprint, load
     from mlpipe.tracking._query import (
@@ -48,6 +49,8 @@ _WHERE = {
     "LineagePipeline": "mlpipe._pipeline",
     "lineage_graph": "mlpipe._graph",
     "promote": "mlpipe._promote",
+    "Reproduction": "mlpipe._reproduce",
+    "reproduce": "mlpipe._reproduce",
     "score": "mlpipe._score",
 }
 
@@ -58,6 +61,7 @@ __all__ = [
     "Dataset",
     "LineageEntry",
     "LineagePipeline",
+    "Reproduction",
     "__version__",
     "algorithm",
     "descendants",
@@ -70,6 +74,7 @@ __all__ = [
     "load_stage",
     "logic",
     "promote",
+    "reproduce",
     "runs",
     "score",
 ]

@@ -24,6 +24,8 @@ def test_public_api_is_documented_surface():
             "load",
             "load_stage",
             "promote",
+            "reproduce",
+            "Reproduction",
             "runs",
             "score",
         ]

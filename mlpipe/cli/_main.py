@@ -330,6 +330,25 @@ def _parser() -> argparse.ArgumentParser:
         help="rows read and predicted at a time (default 100000)",
     )
 
+    reproduce = command(
+        "reproduce",
+        "rebuild a chain from its lineage, refit it and say whether and why it differs "
+        "(exit 0 identical, 1 differs, 2 cannot rebuild or error)",
+        "  mlpipe reproduce 0123abcd...\n  mlpipe reproduce models:/credit@champion\n"
+        "  mlpipe reproduce models:/credit@champion --current-code",
+    )
+    reproduce.add_argument(
+        "ref",
+        metavar="RUN_ID|MODEL_URI|NAME@ALIAS",
+        help="a stage run's id, a model URI, or a registered model: models:/NAME@ALIAS, "
+        "models:/NAME/VERSION",
+    )
+    reproduce.add_argument(
+        "--current-code",
+        action="store_true",
+        help="rebuild each stage from the code importable now, not the recorded code",
+    )
+
     command("demo", "fit the Palmer penguins chain and show what was logged", "  mlpipe demo")
     return parser
 
@@ -713,6 +732,15 @@ def _run_score(args: argparse.Namespace) -> int:
     rows, key = run.data.params[schema.ROWS], run.data.tags[schema.KEY]
     print(f"score run {run_id} ({key}): {rows} rows scored into {args.output}")
     return 0
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import mlpipe
+
+    report = mlpipe.reproduce(args.ref, current_code=args.current_code)
+    print(report)
+    print(f"recorded in reproduce run {report.reproduce_run_id}")
+    return {"identical": 0, "differs": 1}.get(report.verdict, 2)
 
 
 def _run_gc(args: argparse.Namespace) -> int:
