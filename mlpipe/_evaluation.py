@@ -22,7 +22,7 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,7 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from mlpipe import schema
 from mlpipe._cache import digest, output_config, read_checked
-from mlpipe._progress import bar
+from mlpipe._progress import bar, search_progress
 from mlpipe.exceptions import SerializationError
 from mlpipe.tracking import _store as store
 
@@ -379,15 +379,19 @@ def _fit_fold(
 
 
 def fit_step(est: Any, X: Any, y: Any, params: dict[str, Any], final: str | None) -> Any:
-    """Fit one step; return its output on ``X`` (None for a final ``fit``)."""
-    if final == "fit":
-        est.fit(X, y, **params)
-        return None
-    if final == "fit_predict":
-        return est.fit_predict(X, y, **params)
-    if hasattr(est, "fit_transform"):
-        return est.fit_transform(X, y, **params)
-    return est.fit(X, y, **params).transform(X)
+    """Fit one step; return its output on ``X`` (None for a final ``fit``).
+
+    A search counts its fits on a progress bar, unless it fits inside a fold
+    (whose own bar counts the folds)."""
+    with nullcontext() if IN_EVALUATION.get() else search_progress(est):
+        if final == "fit":
+            est.fit(X, y, **params)
+            return None
+        if final == "fit_predict":
+            return est.fit_predict(X, y, **params)
+        if hasattr(est, "fit_transform"):
+            return est.fit_transform(X, y, **params)
+        return est.fit(X, y, **params).transform(X)
 
 
 def _num_rows(X: Any) -> int:

@@ -147,3 +147,174 @@ def test_reading_a_snapshot_or_a_stage_draws_no_mlflow_bar(capsys: pytest.Captur
     mlpipe.Dataset.from_run(data.run_id)
     mlpipe.load_stage(pipe.run_ids_["processing"])
     assert "Downloading artifacts" not in capsys.readouterr().err
+
+
+SEARCH_SCRIPT = """
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
+
+import mlpipe
+
+rng = np.random.default_rng(0)
+X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+y = (X["a"] > 0).astype(int)
+search = GridSearchCV(LogisticRegression(), {"C": [0.01, 0.1, 1.0, 10.0, 100.0]}, cv=3, n_jobs=2)
+mlpipe.LineagePipeline([("processing", StandardScaler()), ("model", search)]).fit(X, y)
+print(len(mlflow.search_runs(experiment_names=["model"])), "model run")
+"""
+
+
+@pytest.fixture
+def searching(tmp_path: Path) -> Path:
+    (tmp_path / "search.py").write_text(SEARCH_SCRIPT)
+    return tmp_path
+
+
+def test_a_terminal_shows_a_search_counting_its_fits(searching: Path):
+    shown = _run([sys.executable, "search.py"], terminal=True)
+    assert "GridSearchCV(LogisticRegression)" in shown
+    assert "/16 [" in shown  # 5 candidates on 3 splits, and the refit
+
+
+def test_a_search_in_worker_processes_counts_every_fit(searching: Path):
+    # Every update drawn (tqdm reads these when imported): each count shows, and the
+    # 15 candidate fits end in the two worker processes of n_jobs=2.
+    env = {_progress.PROGRESS_ENV: "1", "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
+    env["LOKY_MAX_CPU_COUNT"] = "2"  # the test workers' limit of one would run them here
+    written = _run([sys.executable, "search.py"], terminal=False, env=env)
+    for count in range(17):
+        assert f" {count}/16 [" in written, count
+
+
+def test_progress_off_hides_the_search(searching: Path):
+    shown = _run([sys.executable, "search.py"], terminal=True, env={_progress.PROGRESS_ENV: "0"})
+    assert "GridSearchCV" not in shown
+    assert "fits" not in shown
+
+
+def _search(**kwargs: object) -> object:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    return GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3, **kwargs)
+
+
+def _frame() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=120), "b": rng.normal(size=120)})
+    return X, (X["a"] + rng.normal(scale=0.5, size=120) > 0).astype(int)
+
+
+def test_a_search_fitted_with_its_bar_is_fitted_and_logged_as_without(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    import mlflow
+    from sklearn.preprocessing import StandardScaler
+
+    import mlpipe
+
+    X, y = _frame()
+    fitted = {}
+    for value in ("0", "1"):
+        monkeypatch.setenv(_progress.PROGRESS_ENV, value)
+        search = _search()
+        pipe = mlpipe.LineagePipeline(
+            [("processing", StandardScaler()), ("model", search)], cache=False
+        ).fit(X, y)
+        fitted[value] = (search, pipe)
+    assert "GridSearchCV(LogisticRegression)" in capsys.readouterr().err
+    (without, pipe_without), (with_bar, pipe_with) = fitted["0"], fitted["1"]
+    # The same attributes (no callback or context of mlpipe's left on it) and results.
+    assert sorted(vars(with_bar)) == sorted(vars(without))
+    assert with_bar.best_params_ == without.best_params_
+    assert with_bar.cv_results_["params"] == without.cv_results_["params"]
+    stored = mlpipe.load_stage(pipe_with.run_ids_["model"])
+    assert sorted(vars(stored)) == sorted(vars(without))
+    # One model run per fit, none for a candidate or a split.
+    runs = mlflow.search_runs(experiment_names=["model"], output_format="list")
+    assert sorted(r.info.run_id for r in runs) == sorted(
+        p.run_ids_["model"] for p in (pipe_with, pipe_without)
+    )
+
+
+class _Ends:
+    """A user's own scikit-learn callback on a search: counts its candidate fits."""
+
+    def __init__(self) -> None:
+        self.fits = 0
+
+    def setup(self, estimator: object, context: object) -> None:
+        pass
+
+    def teardown(self, estimator: object, context: object) -> None:
+        pass
+
+    def on_fit_task_begin(self, estimator: object, context: object) -> None:
+        pass
+
+    def on_fit_task_end(self, estimator: object, context: object) -> None:
+        if context.task_name == "candidate-split-evaluation":  # type: ignore[attr-defined]
+            self.fits += 1
+
+
+class _PropagatedEnds(_Ends):
+    """The same, auto-propagated (as scikit-learn's own ProgressBar is)."""
+
+    max_propagation_depth = 0
+
+
+@pytest.mark.parametrize("kind", [_Ends, _PropagatedEnds])
+def test_a_users_own_callbacks_on_the_search_still_run_and_stay(
+    kind: type[_Ends], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    X, y = _frame()
+    mine = kind()
+    search = _search().set_callbacks(mine)
+    for _ in range(2):  # still set after the first fit
+        with _progress.search_progress(search):
+            search.fit(X, y)
+    assert mine.fits == 2 * 9
+    shown = capsys.readouterr().err
+    # scikit-learn allows an auto-propagated callback only on the outermost estimator:
+    # then the user's display, and none of mlpipe's.
+    assert ("/10 [" in shown) is (kind is _Ends)
+
+
+def test_a_halving_search_adds_each_iterations_fits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import HalvingGridSearchCV
+
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    X, y = _frame()
+    grid = {"C": [0.01, 0.1, 1.0, 10.0, 100.0]}
+    search = HalvingGridSearchCV(LogisticRegression(), grid, cv=3, factor=2, min_resources=30)
+    with _progress.search_progress(search):
+        search.fit(X, y)
+    shown = capsys.readouterr().err
+    # 5, 3 then 2 candidates on 3 splits; the refit is counted from the start.
+    assert search.n_candidates_ == [5, 3, 2]
+    for total in (16, 25, 31):
+        assert f"/{total} [" in shown, total
+
+
+def test_an_estimator_that_is_no_search_draws_no_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    X, y = _frame()
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())  # it has callbacks too
+    with _progress.search_progress(pipe):
+        pipe.fit(X, y)
+    assert capsys.readouterr().err == ""
