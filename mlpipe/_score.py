@@ -136,6 +136,8 @@ def score(
     first = next(chunks, None)  # a bad input is refused before a run exists
     if first is not None:
         predictor.check(first)
+    stream = _chained(first, chunks)
+    del first  # held by the stream only, until it is written: one chunk in memory at a time
     project = _project_of(client, final)
     upstream = [
         (
@@ -161,7 +163,7 @@ def score(
             with bar(
                 f"Scoring {source.name}", total=source.rows, unit=" rows", scale=True
             ) as shown:
-                for chunk in _chained(first, chunks):
+                for chunk in stream:
                     predictor.check(chunk)
                     sink.write(predictor.predict(chunk), at_row=rows)
                     prints.add(chunk)
@@ -221,7 +223,9 @@ def _final_stage(client: mlflow.MlflowClient, reference: str) -> tuple[str, Any]
         text = f"models:/{text}"  # NAME@ALIAS, as mlpipe serve takes it
     if text.startswith("models:/"):
         run_id, _ = model_run(text)
-        return text, _finished(client, run_id, reference)
+        run = _finished(client, run_id, reference)
+        # The model the run logged, not the alias: it cannot move while the job runs.
+        return run.data.tags.get(schema.MODEL_URI) or text, run
     if text.startswith("runs:/"):
         text = text.removeprefix("runs:/").split("/", 1)[0]
     if "://" in text or ":/" in text:
@@ -515,9 +519,11 @@ def _first_line(error: BaseException | str) -> str:
 
 
 def _chained(first: pd.DataFrame | None, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    if first is not None:
-        yield first
-        yield from rest
+    if first is None:
+        return
+    yield first
+    del first
+    yield from rest
 
 
 class _Fingerprint:

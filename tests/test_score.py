@@ -168,8 +168,9 @@ def test_every_kind_of_model_reference_scores_with_the_same_model(tracking_store
     ):
         scored = mlpipe.score(reference, X.head(40))
         assert scored["prediction"].tolist() == expected.head(40).tolist(), reference
-        upstream = mlflow.get_run(scored.attrs["run_id"]).data.tags[schema.UPSTREAM]
-        assert upstream == model_run, reference
+        tags = mlflow.get_run(scored.attrs["run_id"]).data.tags
+        assert tags[schema.UPSTREAM] == model_run, reference
+        assert tags[schema.SCORED_MODEL] == pipe.model_uri_, reference  # not the alias
 
     with pytest.raises(NotFoundError, match="no alias 'gone'"):
         mlpipe.score("models:/penguins@gone", X)
