@@ -27,7 +27,7 @@ from sklearn.model_selection import check_cv, cross_validate
 from sklearn.pipeline import Pipeline
 
 from mlpipe import schema
-from mlpipe._cache import Uncacheable, cache_key, fitting_run, load_step, read_checked
+from mlpipe._cache import fitting_run, load_step, read_checked
 from mlpipe._compat import quiet
 from mlpipe._evaluation import fit_step
 from mlpipe._recipe import RECIPE_VERSION, rebuild_current
@@ -227,6 +227,7 @@ def reproduce(ref: str, *, current_code: bool = False) -> Reproduction:
     environment = _environment_changes(found)
     results: list[StageResult] = []
     metrics: dict[str, tuple[float, float]] = {}
+    changed_code: set[str] = set()
     try:
         data = next((r["data"] for r in found), None)
         X, y = _training_data(loads, data)
@@ -235,8 +236,8 @@ def reproduce(ref: str, *, current_code: bool = False) -> Reproduction:
         results += [_cannot(e, str(error)) for e in loads]
         results += [_cannot(e, "its data cannot be rebuilt") for e in stages]
     else:
-        results += _refit(client, stages, recipes, X, y, current_code, metrics)
-    cause = _cause(results, recipes, environment, current_code, metrics)
+        results += _refit(client, stages, recipes, X, y, current_code, metrics, changed_code)
+    cause = _cause(results, recipes, environment, changed_code, metrics)
     first = next((r for r in results if r.status == DIFFERS), None)
     results = [
         dataclasses.replace(
@@ -394,8 +395,14 @@ def _refit(
     y: Any,
     current_code: bool,
     metrics: dict[str, tuple[float, float]],
+    changed_code: set[str],
 ) -> list[StageResult]:
-    """Refit the stages in order on ``X, y``; compare each with the original fitted stage."""
+    """Refit the stages in order on ``X, y``; compare each with the original fitted stage.
+
+    With ``current_code``, the first stage that differs is also refitted from its
+    recorded code; if that one comes out as the original, its run id goes into
+    ``changed_code``.
+    """
     results: list[StageResult] = []
     new_in, old_in = X, X
     unfitted: list[tuple[str, Any]] = []
@@ -426,17 +433,18 @@ def _refit(
         unfitted.append((entry.stage, clone(est, safe=False)))
         config = recipe["environment"].get("sklearn_config", {})
         now = sklearn.get_config()
+        method = recipe["method"] if last else None
         try:
             with sklearn.config_context(**{k: v for k, v in config.items() if k in now}):
-                method = recipe["method"] if last else None
-                out = fit_step(est, new_in, y, {}, method)
-                if last and method in ("fit", "fit_predict") and hasattr(est, "predict"):
-                    result = _compare_predictions(entry, original, old_in, est, new_in)
-                else:
-                    old_out = original.transform(old_in)
-                    new_out = out if method == "fit_transform" else est.transform(new_in)
-                    result = _compare(entry, old_out, new_out, "outputs")
-                    old_in, new_in = old_out, out
+                result, old_out, out = _refit_one(entry, original, est, old_in, new_in, y, method)
+                if current_code and result.status == DIFFERS and not _differed(results):
+                    # Is it the code? The recorded code, refitted on the same input,
+                    # tells: if it gives the original output, what changed is the code.
+                    recorded = _estimator(recipe, current_code=False)
+                    then, _, _ = _refit_one(entry, original, recorded, old_in, new_in, y, method)
+                    if then.status == IDENTICAL:
+                        changed_code.add(entry.run_id)
+            old_in, new_in = old_out, out
         except Exception as error:
             results.append(_cannot(entry, f"its refit failed: {type(error).__name__}: {error}"))
             results += [
@@ -447,6 +455,32 @@ def _refit(
         if last:
             metrics.update(_metrics(client, entry, recipe, unfitted, est, X, y))
     return results
+
+
+def _differed(results: list[StageResult]) -> bool:
+    return any(r.status == DIFFERS for r in results)
+
+
+def _refit_one(
+    entry: LineageEntry,
+    original: Any,
+    est: Any,
+    old_in: Any,
+    new_in: Any,
+    y: Any,
+    method: str | None,
+) -> tuple[StageResult, Any, Any]:
+    """Fit ``est`` on ``new_in`` and compare it with ``original`` on ``old_in``.
+
+    Returns the comparison and the outputs each gives the next stage: the original's
+    ``transform``, and the refit's ``fit_transform`` output, as the chain was fitted.
+    """
+    out = fit_step(est, new_in, y, {}, method)
+    if method in ("fit", "fit_predict") and hasattr(est, "predict"):
+        return _compare_predictions(entry, original, old_in, est, new_in), None, None
+    old_out = original.transform(old_in)
+    new_out = out if method == "fit_transform" else est.transform(new_in)
+    return _compare(entry, old_out, new_out, "outputs"), old_out, out
 
 
 def _compare_predictions(
@@ -584,18 +618,11 @@ def _environment_changes(recipes: list[dict[str, Any]]) -> dict[str, tuple[str |
     return changes
 
 
-def _code_identity(est: Any) -> str | None:
-    try:
-        return cache_key(stage="", type_="", estimator=est, fit_params={}, upstream="")
-    except (Uncacheable, Exception):
-        return None
-
-
 def _cause(
     results: list[StageResult],
     recipes: dict[str, dict[str, Any] | str],
     environment: dict[str, tuple[str | None, str | None]],
-    current_code: bool,
+    changed_code: set[str],
     metrics: dict[str, tuple[float, float]],
 ) -> str | None:
     """The most likely cause of the first difference, or of the first stage not rebuilt."""
@@ -613,10 +640,8 @@ def _cause(
     recipe = recipes.get(first.run_id)
     if not isinstance(recipe, dict):
         return None
-    if current_code:
-        recorded, now = _identities(recipe)
-        if recorded is not None and recorded != now:
-            return "changed code (the code importable now builds this stage differently)"
+    if first.run_id in changed_code:
+        return "changed code (the recorded code still gives the original result)"
     if recipe.get("not_seeded"):
         return f"not seeded ({', '.join(recipe['not_seeded'])} left at None)"
     mine = set(recipe["environment"].get("packages", {}))
@@ -629,15 +654,6 @@ def _cause(
     if "platform" in environment:
         return "changed platform ({} -> {})".format(*environment["platform"])
     return "cause not found (the same code, packages, data and seeds gave other results)"
-
-
-def _identities(recipe: dict[str, Any]) -> tuple[str | None, str | None]:
-    try:
-        recorded = _estimator(recipe, current_code=False)
-        now = _estimator(recipe, current_code=True)
-    except _CannotRebuild:
-        return None, None
-    return _code_identity(recorded), _code_identity(now)
 
 
 def _log(client: Any, report: Reproduction, final: LineageEntry) -> str:
