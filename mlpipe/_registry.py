@@ -15,11 +15,12 @@ an entry point never replaces a name: it is ignored, with a warning naming both.
 
 An algorithm fits some kinds of target, as scikit-learn's ``type_of_target`` names
 them (:func:`target_type`): a built-in says which (``rf`` fits ``binary``,
-``multiclass`` and ``continuous`` targets, building a classifier or a regressor), any
-other is judged by what its factory builds (a classifier fits ``binary`` and
-``multiclass`` targets, a regressor ``continuous`` ones). ``build(...,
-target_type=...)`` refuses an algorithm that cannot fit the target before anything is
-built, let alone fitted.
+``multiclass`` and ``continuous`` targets, building a classifier or a regressor), and so
+may any other (``targets=`` of :func:`algorithm`, or a ``mlpipe_targets`` attribute of an
+entry point's factory); one that does not is judged by what its factory builds (a
+classifier fits ``binary`` and ``multiclass`` targets, a regressor ``continuous``
+ones). ``build(..., target_type=...)`` refuses an algorithm that cannot fit the target
+before anything is built (when it says what it fits), let alone fitted.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Registry:
         factory: Callable[..., Any],
         *,
         grid: dict[str, list[Any]] | None = None,
+        targets: tuple[str, ...] | list[str] | None = None,
         replace: bool = False,
     ) -> None:
         """Register ``factory`` under ``name``.
@@ -102,6 +104,9 @@ class Registry:
             Returns a new, unfitted object on every call.
         grid : dict of str to list, optional
             The search space of ``--search``.
+        targets : tuple of str, optional
+            The kinds of target (:func:`target_type`) an algorithm fits; not given:
+            judged by what the factory builds.
         replace : bool, default False
             Replace the factory registered under ``name``, if there is one: a built-in,
             one from an entry point or one registered before.
@@ -113,9 +118,25 @@ class Registry:
             registered factory comes from. The same function registered again (the same
             object, or the same module and qualified name, as when a notebook cell runs
             again or a module is reloaded) replaces the earlier registration instead.
+            Also if ``targets`` names a kind of target that ``type_of_target`` has not.
         """
-        entry = Entry(factory, dict(grid or {}), f"{_where(factory)}, registered in Python")
+        origin = f"{_where(factory)}, registered in Python"
+        entry = Entry(factory, dict(grid or {}), origin, self._targets(name, targets, origin))
         self._add(name, entry, replace=replace)
+
+    def _targets(self, name: str, targets: Any, origin: str) -> tuple[str, ...]:
+        """``targets`` as declared for ``name``, checked: a tuple of kinds of target."""
+        if targets is None:
+            return ()
+        kinds = (targets,) if isinstance(targets, str) else tuple(targets)
+        unknown = [k for k in kinds if k not in _TARGET_KINDS]
+        if unknown or not kinds:
+            raise RegistrationError(
+                f"{self.kind.capitalize()} {name!r} ({origin}) declares targets={targets!r}; "
+                f"expected kinds of target as type_of_target names them: "
+                f"{', '.join(_TARGET_KINDS)}."
+            )
+        return kinds
 
     def _add(self, name: str, entry: Entry, *, replace: bool = False) -> None:
         if not name or not isinstance(name, str):
@@ -147,7 +168,15 @@ class Registry:
                 entry = dataclasses.replace(loaded, origin=f"the entry point {described}")
             else:
                 grid = dict(getattr(loaded, "mlpipe_grid", None) or {})
-                entry = Entry(loaded, grid, f"the entry point {described}")
+                origin = f"the entry point {described}"
+                try:
+                    targets = self._targets(
+                        point.name, getattr(loaded, "mlpipe_targets", None), origin
+                    )
+                except RegistrationError as error:
+                    logger.warning("%s It is ignored.", error)
+                    continue
+                entry = Entry(loaded, grid, origin, targets)
             existing = self._entries.get(point.name)
             if existing is None:
                 self._add(point.name, entry)
@@ -192,7 +221,8 @@ class Registry:
     def targets(self, name: str) -> tuple[str, ...]:
         """The kinds of target (:func:`target_type`) that ``name`` fits.
 
-        A built-in says; any other algorithm is judged by what its factory builds with
+        A built-in says, as may any other (``targets=``); one that does not is judged
+        by what its factory builds with
         its defaults: a classifier fits ``("binary", "multiclass")``, a regressor
         ``("continuous",)``; anything else (or a factory that fails) ``()``: not known.
         """
@@ -278,6 +308,13 @@ class Registry:
 # The kinds of target whose fit is checked; others (multilabel, multioutput) are
 # left to the estimator.
 _KNOWN_TARGETS = frozenset(_builtins.BOTH)
+# What an algorithm may declare it fits: type_of_target's kinds, but "unknown".
+_TARGET_KINDS = (
+    *_builtins.BOTH,
+    "multilabel-indicator",
+    "multiclass-multioutput",
+    "continuous-multioutput",
+)
 
 
 def _keywords(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
@@ -482,7 +519,11 @@ def logic(
 
 
 def algorithm(
-    name: str, *, grid: dict[str, list[Any]] | None = None, replace: bool = False
+    name: str,
+    *,
+    grid: dict[str, list[Any]] | None = None,
+    targets: tuple[str, ...] | list[str] | None = None,
+    replace: bool = False,
 ) -> Callable[[F], F]:
     """Register an algorithm factory under ``name``; ``grid`` is its ``--search`` space.
 
@@ -493,6 +534,12 @@ def algorithm(
     grid : dict of str to list, optional
         The search space of ``mlpipe train --search``: parameters of the object the
         factory returns, to lists of values.
+    targets : tuple of str, optional
+        The kinds of target it fits, as :func:`target_type` names them (``"binary"``,
+        ``"multiclass"``, ``"continuous"``, ...). A factory that fits several takes the
+        keyword ``target_type`` and builds the estimator for the one it is given. Not
+        given: judged by what the factory builds with its defaults (a classifier fits
+        ``binary`` and ``multiclass`` targets, a regressor ``continuous`` ones).
     replace : bool, default False
         Replace the factory registered under ``name``, if there is one: a built-in, one
         from an entry point or one registered before.
@@ -508,6 +555,7 @@ def algorithm(
         If ``name`` is registered and ``replace`` is False; the message says where the
         registered factory comes from. The same function registered again (a notebook
         cell run again, a module reloaded) replaces its earlier registration instead.
+        Also if ``targets`` names a kind of target that ``type_of_target`` has not.
 
     Examples
     --------
@@ -518,10 +566,23 @@ def algorithm(
     ...     return DecisionTreeClassifier(max_depth=max_depth, random_state=0)
     >>> mlpipe.ALGORITHMS.build("shallow_tree", {"max_depth": "2"})
     DecisionTreeClassifier(max_depth=2, random_state=0)
+
+    One that fits several kinds of target says which, and builds the estimator for
+    the ``target_type`` it is given:
+
+    >>> from sklearn.tree import DecisionTreeRegressor
+    >>> @mlpipe.algorithm("any_tree", targets=("binary", "multiclass", "continuous"))
+    ... def any_tree(*, target_type: str = "binary", max_depth: int = 3):
+    ...     tree = DecisionTreeRegressor if target_type == "continuous" else DecisionTreeClassifier
+    ...     return tree(max_depth=max_depth, random_state=0)
+    >>> mlpipe.ALGORITHMS.targets("any_tree")
+    ('binary', 'multiclass', 'continuous')
+    >>> mlpipe.ALGORITHMS.build("any_tree", target_type="continuous")
+    DecisionTreeRegressor(max_depth=3, random_state=0)
     """
 
     def decorate(factory: F) -> F:
-        ALGORITHMS.register(name, factory, grid=grid, replace=replace)
+        ALGORITHMS.register(name, factory, grid=grid, targets=targets, replace=replace)
         return factory
 
     return decorate
