@@ -122,6 +122,7 @@ def score(
     >>> list(scored.columns), len(scored)
     (['prediction'], 344)
     """
+    started = time.perf_counter()
     if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}.")
     keep = [keep] if isinstance(keep, str) else list(keep)
@@ -147,7 +148,6 @@ def score(
         )
     ]
     tags = {schema.SOURCE: source.described, schema.SCORED_MODEL: uri}
-    started = time.perf_counter()
     with store.stage_run(
         client,
         stage=schema.SCORE_STAGE,

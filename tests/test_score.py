@@ -324,3 +324,18 @@ def test_a_kept_integer_column_stays_integer_when_a_later_chunk_misses_values(fi
     )
     ids = pq.read_table(output).column("penguin_id")
     assert str(ids.type) == "int64" and ids.to_pylist() == [*range(343), None]
+
+
+def test_proba_of_a_regressor_is_refused_before_a_run(tmp_path):
+    raw = load_penguins().dropna(subset=["body_mass_g"])
+    X, y = raw.drop(columns="body_mass_g"), raw["body_mass_g"]
+    steps = [
+        ("processing", mlpipe.LOGICS.build("plain")),
+        ("model", mlpipe.ALGORITHMS.build("ridge")),
+    ]
+    pipe = mlpipe.LineagePipeline(steps, cv=None).fit(X, y)
+    with pytest.raises(ValueError, match="proba=True needs a model with predict_proba; .* Ridge"):
+        mlpipe.score(pipe.run_ids_["model"], X, proba=True, output=tmp_path / "p.parquet")
+    assert list(tmp_path.glob("*.parquet")) == [] and len(_runs("score")) == 0
+    scored = mlpipe.score(pipe.run_ids_["model"], X)
+    assert scored["prediction"].dtype == "float64" and len(scored) == len(X)
