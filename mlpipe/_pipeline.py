@@ -26,6 +26,7 @@ from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
 from mlpipe.model._package import check_model_name, dtypes_of
 from mlpipe.model._raw import prepare
+from mlpipe.tracking._models import check_registered_model_name
 from mlpipe.tracking._store import check_name
 
 __all__ = ["LineagePipeline"]
@@ -416,9 +417,10 @@ class LineagePipeline(Pipeline):
                 f"got {self.transform_input!r}. Leave it None."
             )
         # Model names are MLflow's to refuse, after the fit: checked before it.
-        for what in ("model_name", "registered_model_name"):
-            if getattr(self, what) is not None:
-                check_model_name(getattr(self, what), what)
+        if self.model_name is not None:
+            check_model_name(self.model_name)
+        if self.registered_model_name is not None:
+            check_registered_model_name(self.registered_model_name)
         if self.registered_model_name is not None and not self.log_model:
             raise StageError(
                 f"registered_model_name={self.registered_model_name!r} registers the logged "

@@ -10,6 +10,9 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from mlflow.exceptions import MlflowException
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
@@ -18,6 +21,7 @@ import mlpipe
 from mlpipe import schema
 from mlpipe.cli._main import main
 from mlpipe.exceptions import NotFoundError, PromotionError
+from mlpipe.tracking import check_registered_model_name
 
 
 def _frame(rows: int | None = None) -> pd.DataFrame:
@@ -182,3 +186,81 @@ def test_consumers_by_alias(tracking_store, capsys):
     assert "Its aliases: @champion (version 1)." in capsys.readouterr().err
     assert main(["serve", "iris@prod"]) == 2
     assert "no alias 'prod'" in capsys.readouterr().err
+
+
+# --- names the model registry refuses are refused before anything runs (issue 14) ---------
+
+REFUSED_NAMES = ["..iris", ".", "..", "team/iris", "iris:v2", "", "   ", "i" * 257]
+
+
+def _no_runs() -> list[str]:
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return [f"{r.info.run_name} {r.info.status}" for r in runs]
+
+
+@pytest.mark.parametrize("name", REFUSED_NAMES)
+def test_a_name_the_registry_refuses_is_refused_before_any_run(name: str):
+    pipe = mlpipe.LineagePipeline([("model", DummyClassifier())], registered_model_name=name)
+    X = _frame().drop(columns="species")
+    with pytest.raises(ValueError) as refused:
+        pipe.fit(X, _frame()["species"])  # a raw frame: its load run would come first
+    message = str(refused.value)
+    assert message == (
+        f"Invalid registered_model_name {name!r}: MLflow's model registry takes a non-empty "
+        "name of at most 256 characters without '/' or ':' that is not '.' and does not "
+        "start with '..'. Pick another name."
+    )
+    assert _no_runs() == []
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.parametrize("command", ["train", "main"])
+def test_the_command_line_refuses_the_name_before_any_work(
+    command: str, capsys: pytest.CaptureFixture[str]
+):
+    argv = [command, "--logic", "plain", "--algorithm", "logreg", "--register", "..iris"]
+    argv += ["--processed-time" if command == "train" else "--retrieval-time", "2026-12-01"]
+    if command == "main":
+        argv += ["--table", "iris"]
+    with pytest.raises(SystemExit) as stopped:  # argparse's own error
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"mlpipe {command}: error: argument --register: Invalid name '..iris': MLflow's model "
+        "registry takes a non-empty name of at most 256 characters without '/' or ':' that "
+        "is not '.' and does not start with '..'. Pick another name."
+    )
+    assert _no_runs() == []
+
+
+@given(name=st.text(alphabet="a. /:@%'\"?#\\-_é", max_size=6))
+@example(name=".")
+@example(name="..")
+@example(name="..a")
+@example(name=".a")
+@example(name=" ")
+def test_the_rule_is_the_registrys(name: str):
+    """Refused by mlpipe exactly when MLflow's registry (a real SQLite store) refuses it."""
+    client = mlflow.MlflowClient()
+    try:
+        client.create_registered_model(name)
+        taken = True
+    except MlflowException as error:
+        taken = error.error_code == "RESOURCE_ALREADY_EXISTS"  # an earlier example's
+    try:
+        check_registered_model_name(name)
+        checked = True
+    except ValueError:
+        checked = False
+    assert checked is taken, name
+
+
+def test_names_the_registry_takes_are_registered():
+    for name in ("iris model @ v2", ".iris", "iris..", "i" * 256, " iris", "ïris%"):
+        assert check_registered_model_name(name) == name
+    data = mlpipe.load(_frame(), name="iris", target="species")
+    pipe = mlpipe.LineagePipeline(
+        [("model", DummyClassifier())], cv=None, registered_model_name="iris model @ v2"
+    ).fit(data)
+    assert mlflow.MlflowClient().get_model_version("iris model @ v2", pipe.model_version_)

@@ -43,6 +43,16 @@ def _picture(value: str) -> str:
     return value
 
 
+def _registered_name(value: str) -> str:
+    """``--register``: a name the model registry takes, checked before any work."""
+    from mlpipe.tracking import check_registered_model_name
+
+    try:
+        return check_registered_model_name(value, "name")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _params(pairs: list[str] | None) -> dict[str, str]:
     out = {}
     for pair in pairs or []:
@@ -61,6 +71,7 @@ def _add_register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--register",
         metavar="NAME",
+        type=_registered_name,
         help="also register the model as a new version of registered model NAME",
     )
 

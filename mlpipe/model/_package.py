@@ -34,7 +34,8 @@ _EXAMPLE_ROWS = 5
 # Beyond this many distinct values a text column is free text, not a set of categories.
 MAX_CATEGORIES = 1000
 # What MLflow 3.17 refuses in a LoggedModel's name (mlflow/utils/validation.py,
-# _validate_logged_model_name); a registered model's name refuses "/" and ":".
+# _validate_logged_model_name); a registered model's name has its own rule
+# (mlpipe.tracking.check_registered_model_name).
 _BAD_MODEL_NAME_CHARS = ("/", ":", ".", "%", '"', "'")
 
 
@@ -57,14 +58,12 @@ def default_model_name(project: str | None, data_name: str, final_type: str) -> 
     return text
 
 
-def check_model_name(name: Any, what: str) -> None:
-    """Raise ValueError unless MLflow takes ``name`` as a model's name.
+def check_model_name(name: Any, what: str = "model_name") -> None:
+    """Raise ValueError unless MLflow takes ``name`` as a logged model's name.
 
-    ``what`` is the parameter (``"model_name"``, ``"registered_model_name"``); a
-    registered model refuses only ``/`` and ``:``, a logged model also ``.``, ``%``
-    and quotes.
+    ``what`` is what it was given as, for the message.
     """
-    bad = ("/", ":") if what == "registered_model_name" else _BAD_MODEL_NAME_CHARS
+    bad = _BAD_MODEL_NAME_CHARS
     if not isinstance(name, str) or not name.strip() or any(c in name for c in bad):
         raise ValueError(
             f"Invalid {what} {name!r}: MLflow takes a non-empty name without any of "

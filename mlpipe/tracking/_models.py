@@ -12,9 +12,72 @@ from mlflow.exceptions import MlflowException
 from mlpipe.exceptions import NotFoundError
 from mlpipe.tracking import _store as store
 
-__all__ = ["alias_holder", "model_run", "model_version", "registered_model"]
+__all__ = [
+    "alias_holder",
+    "check_registered_model_name",
+    "model_run",
+    "model_version",
+    "registered_model",
+]
 
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+# What MLflow 3.17's model registry refuses as a registered model's name
+# (mlflow/utils/validation.py, _validate_model_name, which the SQL store and so a
+# tracking server apply): an empty name, "/" or ":", and a name that a path would
+# read as another (posixpath.normpath: "." and any name starting ".."). And the
+# registry's name column holds 256 characters (a database server refuses more).
+_REGISTERED_NAME_REFUSED = ("/", ":")
+_MAX_REGISTERED_NAME_LENGTH = 256
+
+
+def check_registered_model_name(name: Any, what: str = "registered_model_name") -> str:
+    """Return ``name`` if MLflow's model registry takes it as a registered model's name.
+
+    Checked before anything is fitted or logged: MLflow would refuse the name only
+    when the fitted chain is registered, after its runs are logged.
+
+    Parameters
+    ----------
+    name : str
+        The registered model's name.
+    what : str, default "registered_model_name"
+        What the name was given as, for the message (``"--register"``).
+
+    Returns
+    -------
+    str
+        ``name``.
+
+    Raises
+    ------
+    ValueError
+        If the registry would refuse it: an empty name, one with ``/`` or ``:``,
+        ``.`` or one starting with ``..``, or more than 256 characters.
+
+    Examples
+    --------
+    >>> check_registered_model_name("credit model @ v2")
+    'credit model @ v2'
+    >>> check_registered_model_name("..credit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid registered_model_name '..credit': MLflow's model registry takes a non-empty name of at most 256 characters without '/' or ':' that is not '.' and does not start with '..'. Pick another name.
+    """  # noqa: E501
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or any(c in name for c in _REGISTERED_NAME_REFUSED)
+        or name == "."
+        or name.startswith("..")
+        or len(name) > _MAX_REGISTERED_NAME_LENGTH
+    ):
+        raise ValueError(
+            f"Invalid {what} {name!r}: MLflow's model registry takes a non-empty name of at "
+            f"most {_MAX_REGISTERED_NAME_LENGTH} characters without '/' or ':' that is not "
+            "'.' and does not start with '..'. Pick another name."
+        )
+    return name
 
 
 def registered_model(client: mlflow.MlflowClient, name: str) -> Any:
