@@ -44,6 +44,7 @@ from mlpipe import schema
 from mlpipe._cache import digest, output_config, read_checked
 from mlpipe._progress import bar, search_progress
 from mlpipe.exceptions import SerializationError
+from mlpipe.model._serialize import travelling_by_value
 from mlpipe.tracking import _store as store
 
 if TYPE_CHECKING:
@@ -188,6 +189,8 @@ def evaluate(
     n_jobs = _n_jobs(folds, n_splits)
     results: list[_Fold] = []
     with (
+        # The workers may not import what this process can: the stages go by value.
+        travelling_by_value(active) if n_jobs > 1 else nullcontext(),
         Parallel(n_jobs=n_jobs) as parallel,
         bar(f"Cross-validating {steps[-1][0]}", total=n_splits, unit=" folds") as progress,
     ):

@@ -26,6 +26,7 @@ __all__ = [
     "pickled_by_value",
     "referenced_modules",
     "requirements",
+    "travelling_by_value",
 ]
 
 # Top-level modules always pickled by value: mlpipe's own code must travel with
@@ -112,26 +113,49 @@ def pickled_by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
                     cloudpickle.unregister_pickle_by_value(module)
 
 
-def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
-    # Pickle by reference only what is installed; everything else (a local module,
-    # a notebook's classes, mlpipe itself) by value. By-value code may refer to
-    # more such modules, so repeat until no new one turns up. Each stays registered
-    # until the last dump, whatever other threads register and unregister meanwhile.
+def _register_needed(obj: Any, registered: contextlib.ExitStack) -> tuple[bytes, set[str]]:
+    """Pickle ``obj``, registering (in ``registered``) every module it needs by value.
+
+    Pickle by reference only what is installed; everything else (a local module,
+    a notebook's classes, mlpipe itself) by value. By-value code may refer to more
+    such modules, so repeat until no new one turns up. Returns the last pickle and
+    the top-level modules it met.
+    """
     done: set[str] = set()
+    while True:
+        modules: set[str] = set()
+        buffer = io.BytesIO()
+        _Recorder(buffer, modules).dump(obj)
+        new = [
+            sys.modules[m]
+            for m in sorted(modules)
+            if m != "__main__" and not is_installed(m) and m in sys.modules and m not in done
+        ]
+        if not new:
+            return buffer.getvalue(), modules
+        done.update(m.__name__ for m in new)
+        registered.enter_context(pickled_by_value(new))
+
+
+def _cloudpickle(obj: Any) -> tuple[bytes, set[str]]:
+    # Each module stays registered until the last dump, whatever other threads
+    # register and unregister meanwhile.
     with contextlib.ExitStack() as registered:
-        while True:
-            modules: set[str] = set()
-            buffer = io.BytesIO()
-            _Recorder(buffer, modules).dump(obj)
-            new = [
-                sys.modules[m]
-                for m in sorted(modules)
-                if m != "__main__" and not is_installed(m) and m in sys.modules and m not in done
-            ]
-            if not new:
-                return buffer.getvalue(), modules
-            done.update(m.__name__ for m in new)
-            registered.enter_context(pickled_by_value(new))
+        return _register_needed(obj, registered)
+
+
+@contextlib.contextmanager
+def travelling_by_value(obj: Any) -> Iterator[None]:
+    """Inside the block, cloudpickle pickles by value every module ``obj`` needs that
+    is not installed.
+
+    For what is sent to other processes (joblib's workers pickle their tasks with
+    cloudpickle): a worker cannot import a module from a folder the user put on
+    ``sys.path`` after the worker started.
+    """
+    with contextlib.ExitStack() as registered:
+        _register_needed(obj, registered)
+        yield
 
 
 def dumps(obj: Any, serializer: str = "cloudpickle") -> tuple[bytes, str, set[str]]:
