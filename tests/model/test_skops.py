@@ -311,7 +311,11 @@ def test_stages_are_saved_and_reused_with_skops(monkeypatch: pytest.MonkeyPatch)
         assert run.data.tags[schema.SERIALIZER] == "skops"
         assert schema.OUTPUT not in run.data.tags
         files = [f.path for f in client.list_artifacts(run.info.run_id, schema.STAGE_ARTIFACT)]
-        assert files == [f"{schema.STAGE_ARTIFACT}/{schema.STAGE_SKOPS_FILE}"]
+        # The fitted stage and its rebuild recipe, both with skops: no pickle.
+        assert files == [
+            f"{schema.STAGE_ARTIFACT}/{name}"
+            for name in (schema.RECIPE_FILE, schema.RECIPE_SKOPS_FILE, schema.STAGE_SKOPS_FILE)
+        ]
 
     with unpickling_watched(monkeypatch) as found:
         # The same stages under another load run of the same data (another name: loading
