@@ -193,6 +193,10 @@ CHUNK_ROWS = "chunk_rows"
 PROBA_PARAM = "proba"
 KEEP_PARAM = "keep"
 SCORE_TIME = "score_time_seconds"
+# Scored on Spark (mlpipe.score(..., spark=MASTER) or a Spark DataFrame): the master,
+# its password redacted; the output is then a Parquet folder, and the input's
+# fingerprint is order-independent (see mlpipe/_score_spark.py).
+SPARK_MASTER = "mlpipe.score.spark_master"
 
 # On the raw-input model's LoggedModel and on each registered version of it: the chain.
 # CHAIN is JSON, one {"stage", "key", "run_id", "cache_key"} per stage run, load first;
