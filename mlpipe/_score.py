@@ -56,6 +56,7 @@ def score(
     keep: Sequence[str] = (),
     overwrite: bool = False,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    spark: str | None = None,
 ) -> Any:
     """Predict with a chain's raw-input model on raw records, and log the job as a stage run.
 
@@ -71,9 +72,10 @@ def score(
         The model: a final stage's run id, ``runs:/<run id>/model``,
         ``models:/<model id>``, ``models:/<name>@<alias>``, ``models:/<name>/<version>``
         or ``<name>@<alias>``.
-    data : pandas.DataFrame, str or path
+    data : pandas.DataFrame, pyspark.sql.DataFrame, str or path
         Raw records: a data frame, a CSV or Parquet file, or a database URL
-        (SQLAlchemy, such as ``sqlite:///shop.db``) with ``table`` or ``query``.
+        (SQLAlchemy, such as ``sqlite:///shop.db``) with ``table`` or ``query``; or a
+        Spark DataFrame, scored on its session's cluster.
     output : str or path, optional
         A Parquet file (``.parquet``) to write the predictions to. It is written under
         a temporary name in the same folder and renamed when complete: a failed job
@@ -88,7 +90,14 @@ def score(
     overwrite : bool, default=False
         Replace an existing ``output``; without it an existing file is refused.
     chunk_rows : int, default=100000
-        Rows read and predicted at a time.
+        Rows read and predicted at a time (on one machine).
+    spark : str, optional
+        A Spark master (``local[2]``, ``spark://HOST:7077``, ``yarn``): ``data``, a
+        Parquet or CSV path, is read and scored by Spark, with
+        :func:`mlflow.pyfunc.spark_udf`, into a Parquet folder at ``output``. A Spark
+        DataFrame given as ``data`` is scored on Spark without it. Needs pyspark
+        (``pip install 'mlpipe[spark]'``); the executors need only the model's
+        requirements, not mlpipe. See :doc:`/scoring`.
 
     Returns
     -------
@@ -96,7 +105,7 @@ def score(
         Without ``output``: the predictions, a column ``prediction`` (and
         ``proba_<class>``) after the ``keep`` columns, with the input's index (a
         file's or table's rows are numbered from 0); the score run's id is in
-        ``attrs["run_id"]``. With ``output``: the score run's id.
+        ``attrs["run_id"]``. With ``output`` (always, on Spark): the score run's id.
 
     Raises
     ------
@@ -126,6 +135,23 @@ def score(
     if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}.")
     keep = [keep] if isinstance(keep, str) else list(keep)
+    from mlpipe._score_spark import is_spark_frame
+
+    if spark is not None or is_spark_frame(data):
+        from mlpipe._score_spark import score_on_spark
+
+        return score_on_spark(
+            model,
+            data,
+            master=spark,
+            output=output,
+            table=table,
+            query=query,
+            proba=proba,
+            keep=keep,
+            overwrite=overwrite,
+            started=started,
+        )
     target = _output_path(output, overwrite) if output is not None else None
     client = store.client()
     uri, final = _final_stage(client, model)
