@@ -303,7 +303,9 @@ def _parser() -> argparse.ArgumentParser:
         "  mlpipe score 0123abcd... --input new.parquet --output scored.parquet --keep id\n"
         "  mlpipe score credit@champion --input sqlite:///shop.db --table applicants "
         "--output scored.parquet --proba\n"
-        "  mlpipe score models:/m-0123... --input new.csv --output scored.parquet --overwrite",
+        "  mlpipe score models:/m-0123... --input new.csv --output scored.parquet --overwrite\n"
+        "  mlpipe score credit@champion --input hdfs:///new.parquet --output "
+        "hdfs:///scored.parquet --spark yarn",
     )
     score.add_argument(
         "model",
@@ -339,6 +341,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="rows read and predicted at a time (default 100000)",
+    )
+    score.add_argument(
+        "--spark",
+        metavar="MASTER",
+        help="read and score the input on Spark (local[2], spark://HOST:7077, yarn): the "
+        "output is a Parquet folder; needs pip install 'mlpipe[spark]'",
     )
 
     reproduce = command(
@@ -737,6 +745,7 @@ def _run_score(args: argparse.Namespace) -> int:
         proba=args.proba,
         keep=args.keep or (),
         overwrite=args.overwrite,
+        spark=args.spark,
         **chunks,
     )
     run = mlflow.MlflowClient().get_run(run_id)
@@ -880,6 +889,7 @@ def _main(args: argparse.Namespace) -> int:
         ValueError,
         TypeError,
         OSError,
+        ImportError,  # an optional dependency missing: the message says how to install it
         MlflowException,
     ) as error:
         message = error.message if isinstance(error, MlflowException) else str(error)
