@@ -154,6 +154,7 @@ class _FitCounter:
         self._refits = 0
         self._address: Any = None
         self._authkey = os.urandom(32)
+        self._closing = False
 
     def __getstate__(self) -> dict[str, Any]:
         # What a worker needs to report a fit; the bar stays in this process.
@@ -193,14 +194,13 @@ class _FitCounter:
                 self._bar = self._stack.enter_context(
                     bar(name, total=fits + self._refits, unit=" fits")
                 )
-                if isinstance(self._bar, _Silent):
-                    return
-                listener = Listener(authkey=self._authkey, backlog=128)
-                self._address = listener.address
-                serving = threading.Thread(target=self._serve, args=(listener,), daemon=True)
-                serving.start()
-                self._stack.callback(self._stop, listener, serving)
-            elif getattr(self._bar, "total", None) is not None:  # a real bar, not _Silent
+                if not isinstance(self._bar, _Silent):  # bars turned off since the search began
+                    listener = Listener(authkey=self._authkey, backlog=128)
+                    self._address = listener.address
+                    serving = threading.Thread(target=self._serve, args=(listener,), daemon=True)
+                    serving.start()
+                    self._stack.callback(self._stop, listener, serving)
+            elif not isinstance(self._bar, _Silent):
                 self._bar.total += fits
                 self._bar.refresh()
 
@@ -210,34 +210,40 @@ class _FitCounter:
                 self._bar.update(fits)
 
     def _serve(self, listener: Listener) -> None:
-        """Count what the workers report, until :meth:`_stop` wakes it a last time."""
-        while True:
-            try:
-                connection = listener.accept()
-            except AuthenticationError:  # not one of this fit's workers
-                continue
-            except OSError:
-                return
-            with connection:
+        """Count what the workers report, until :meth:`_stop` wakes it a last time.
+
+        However it ends, it closes the listener: a worker's report is then refused,
+        never left waiting for an answer that does not come.
+        """
+        try:
+            while True:
                 try:
-                    fits = connection.recv()
-                except (OSError, EOFError):  # a worker that died mid-report
-                    continue
-                if fits is None:  # _stop
-                    return
-                self._count(fits)
-                try:
-                    connection.send(None)
-                except OSError:
-                    continue
+                    connection = listener.accept()
+                except (OSError, EOFError, AuthenticationError):
+                    if self._closing:
+                        return
+                    continue  # one connection failed: a worker that died, a stranger
+                with connection:
+                    try:
+                        fits = connection.recv()
+                        if fits is None:  # from _stop
+                            return
+                        self._count(fits)
+                        connection.send(None)
+                    except (OSError, EOFError):  # a worker that died mid-report
+                        continue
+        finally:
+            listener.close()
 
     def _stop(self, listener: Listener, serving: threading.Thread) -> None:
-        try:
-            with Client(listener.address, authkey=self._authkey) as connection:
-                connection.send(None)
-        except (OSError, EOFError, AuthenticationError):
-            pass
-        serving.join(timeout=5)
+        self._closing = True
+        if serving.is_alive():
+            try:
+                with Client(listener.address, authkey=self._authkey) as connection:
+                    connection.send(None)
+            except (OSError, EOFError, AuthenticationError):
+                pass  # it stopped meanwhile, closing the listener
+            serving.join(timeout=5)
         listener.close()
 
     def close(self) -> None:

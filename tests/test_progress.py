@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,45 @@ def test_an_estimator_that_is_no_search_draws_no_bar(
     with _progress.search_progress(pipe):
         pipe.fit(X, y)
     assert capsys.readouterr().err == ""
+
+
+def _finishes(work: Callable[[], object]) -> bool:
+    """Whether ``work`` ends within 30 s (a daemon thread: a hang fails, never stalls, the test)."""
+    import threading
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    return not thread.is_alive()
+
+
+def test_a_connection_that_fails_does_not_stop_the_count(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """A worker that dies mid-handshake, or a stranger, must not leave the next
+    workers' reports waiting for ever (nor the search's end)."""
+    import socket
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    counter = _progress._FitCounter()
+    counter._grow(_search(), 5)
+    address, authkey = counter._address, counter._authkey
+    with socket.socket(socket.AF_UNIX) as dead:  # connects, then dies before answering
+        dead.connect(address)
+    refused = []
+
+    def stranger() -> None:
+        try:
+            Client(address, authkey=b"not this fit's key")
+        except AuthenticationError:
+            refused.append(True)
+
+    assert _finishes(stranger) and refused == [True]
+    # Each report returns once counted.
+    assert _finishes(lambda: _progress._report(address, authkey))
+    assert _finishes(lambda: _progress._report(address, authkey))
+    assert counter._bar.n == 2
+    assert _finishes(counter.close)
+    assert "GridSearchCV(LogisticRegression)" in capsys.readouterr().err
