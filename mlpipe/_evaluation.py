@@ -767,7 +767,9 @@ def _render(name: str, oof: _OutOfFold) -> bytes:
 def _start_plots(run: store.StageRun, oof: _OutOfFold, n_jobs: int) -> Callable[[], None]:
     """Start drawing the plots (in the background with ``n_jobs`` > 1); return what logs them."""
     names = _plots(oof)
-    drawn = Parallel(n_jobs=min(n_jobs, len(names)), return_as="generator")(
+    # Drawn here, on this machine's cores, whatever backend the folds went to: a
+    # cluster's (joblibspark) cannot return a generator, nor would it save any time.
+    drawn = Parallel(n_jobs=min(n_jobs, len(names)), backend="loky", return_as="generator")(
         delayed(_render)(name, oof) for name in names
     )
 
