@@ -14,6 +14,7 @@ aggregate of the same job), not by a second pass over the input.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,6 +22,8 @@ import re
 import sys
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,37 @@ def score_on_spark(
             "On Spark, data must be a Spark DataFrame or the path of a Parquet or CSV file, "
             f"got {type(data).__name__}."
         )
+    with _pyspark_on_pandas_3():
+        return _score(sql, model, data, master, output, proba, keep, overwrite, started)
+
+
+@contextlib.contextmanager
+def _pyspark_on_pandas_3() -> Iterator[None]:
+    """Inside the block, pyspark's warnings about pandas 3 are not shown.
+
+    pyspark 4.0 warns on every conversion that it does not yet fully support pandas 3,
+    and its Arrow conversion passes pandas 3 a deprecated ``copy=`` keyword; the
+    conversions mlpipe uses give the same values as on one machine (tests/test_spark.py),
+    and under ``-W error`` the second warning would make pyspark give up a conversion.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+        warnings.filterwarnings("ignore", "The copy keyword is deprecated")
+        yield
+
+
+def _score(
+    sql: Any,
+    model: str,
+    data: Any,
+    master: str | None,
+    output: str | os.PathLike[str],
+    proba: bool,
+    keep: list[str],
+    overwrite: bool,
+    started: float,
+) -> str:
+    spark_frame = is_spark_frame(data)
     client = store.client()
     uri, final = _final_stage(client, model)
     if spark_frame:
@@ -387,6 +421,6 @@ def _cause(error: BaseException) -> str:
     text = str(error)
     raised = re.findall(r"^(?:\w+\.)*\w+(?:Error|Exception): .+$", text, flags=re.MULTILINE)
     python = [line for line in raised if not line.startswith(("py4j.", "org.", "java."))]
-    if python:
-        return python[-1].strip()
+    if python:  # the exception's class without its module, as Python itself shows it
+        return re.sub(r"^(?:\w+\.)+", "", python[-1].strip())
     return _first_line(error)
