@@ -90,7 +90,8 @@ def score(
     overwrite : bool, default=False
         Replace an existing ``output``; without it an existing file is refused.
     chunk_rows : int, default=100000
-        Rows read and predicted at a time (on one machine).
+        Rows read and predicted at a time (on Spark: the rows each executor hands
+        the model at a time, ``spark.sql.execution.arrow.maxRecordsPerBatch``).
     spark : str, optional
         A Spark master (``local[2]``, ``spark://HOST:7077``, ``yarn``): ``data``, a
         Parquet or CSV path, is read and scored by Spark, with
@@ -150,6 +151,7 @@ def score(
             proba=proba,
             keep=keep,
             overwrite=overwrite,
+            chunk_rows=chunk_rows,
             started=started,
         )
     target = _output_path(output, overwrite) if output is not None else None

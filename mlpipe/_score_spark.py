@@ -94,6 +94,7 @@ def score_on_spark(
     proba: bool,
     keep: list[str],
     overwrite: bool,
+    chunk_rows: int,
     started: float,
 ) -> str:
     """:func:`mlpipe.score` on Spark; returns the score run's id."""
@@ -120,7 +121,7 @@ def score_on_spark(
             f"got {type(data).__name__}."
         )
     with _pyspark_on_pandas_3():
-        return _score(sql, model, data, master, output, proba, keep, overwrite, started)
+        return _score(sql, model, data, master, output, proba, keep, overwrite, chunk_rows, started)
 
 
 @contextlib.contextmanager
@@ -147,6 +148,7 @@ def _score(
     proba: bool,
     keep: list[str],
     overwrite: bool,
+    chunk_rows: int,
     started: float,
 ) -> str:
     spark_frame = is_spark_frame(data)
@@ -172,7 +174,11 @@ def _score(
     functions = sql.functions
     observation = sql.Observation("mlpipe_score")
     hashed = functions.xxhash64(*[functions.col(c) for c in frame.columns])
-    observed = frame.observe(
+    # The model's work is in Python, one worker per task: a small file read as one
+    # partition would keep all but one core idle.
+    parallelism = session.sparkContext.defaultParallelism
+    spread = frame.repartition(parallelism) if _partitions(frame) < parallelism else frame
+    observed = spread.observe(
         observation,
         functions.count(functions.lit(1)).alias("rows"),
         functions.sum(hashed.cast("decimal(38,0)")).alias("digest"),
@@ -196,7 +202,6 @@ def _score(
             both = probabilities(features)
             selected += [both[c.removeprefix(schema.PROBA_PREFIX)].alias(c) for c in classes]
     master_used = redact_master(session.sparkContext.master)
-    batch = session.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
     project = _project_of(client, final)
     upstream = [
         (
@@ -217,7 +222,8 @@ def _score(
     ) as run:
         try:
             try:
-                observed.select(*selected).write.parquet(temporary.text)
+                with _batches_of(session, chunk_rows):
+                    observed.select(*selected).write.parquet(temporary.text)
             except Exception as error:  # Spark's own, with the executor's traceback
                 raise ValueError(f"Scoring on Spark failed: {_cause(error)}") from None
             gathered = observation.get
@@ -228,7 +234,7 @@ def _score(
                     schema.SOURCE_PARAM: described,
                     **({} if spark_frame else {"file": described}),
                     schema.ROWS: rows,
-                    schema.CHUNK_ROWS: batch,
+                    schema.CHUNK_ROWS: chunk_rows,
                     schema.PROBA_PARAM: proba,
                     **({schema.KEEP_PARAM: ",".join(keep)} if keep else {}),
                 },
@@ -248,6 +254,29 @@ def _score(
 
 
 # --- Spark ----------------------------------------------------------------------------
+
+_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+@contextlib.contextmanager
+def _batches_of(session: Any, rows: int) -> Iterator[None]:
+    """Inside the block, Spark hands the model ``rows`` rows at a time, then as before."""
+    previous = session.conf.get(_BATCH, None)
+    session.conf.set(_BATCH, str(rows))
+    try:
+        yield
+    finally:
+        if previous is None:
+            session.conf.unset(_BATCH)
+        else:
+            session.conf.set(_BATCH, previous)
+
+
+def _partitions(frame: Any) -> int:
+    try:
+        return int(frame.rdd.getNumPartitions())
+    except Exception:  # Spark Connect has no RDDs: leave the frame as it is
+        return sys.maxsize
 
 
 def _session(sql: Any, master: str) -> Any:
