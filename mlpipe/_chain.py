@@ -291,7 +291,7 @@ class _ChainLogger:
         self.data_recipe = {
             "fingerprint": dataset.fingerprint,
             "target": dataset.target,
-            "rows": int(X.shape[0]) if hasattr(X, "shape") else len(X),
+            "rows": int(X.shape[0]) if hasattr(X, "shape") else None,
             "columns": columns if columns and all(isinstance(c, str) for c in columns) else None,
             "as": type(X).__name__,
             "loads": len(dataset.loads),

@@ -66,16 +66,21 @@ def unfitted_copy(est: Any) -> tuple[Any, str | None]:
 def _ignores_random_state(est: Any) -> bool:
     """Whether ``est`` draws no random numbers with its settings, whatever its random_state.
 
-    Only for the common estimators whose documentation says so; any other
-    random_state left at None counts as not seeded.
+    Only for the common estimators whose documentation says so (LogisticRegression
+    and Ridge with a solver that draws nothing, TunedThresholdClassifierCV without a
+    fractional cv); any other random_state left at None counts as not seeded.
     """
     from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.model_selection import TunedThresholdClassifierCV
 
     solver = getattr(est, "solver", None)
     if isinstance(est, LogisticRegression):
         return solver not in ("sag", "saga", "liblinear")
     if isinstance(est, Ridge):
         return solver not in ("sag", "saga")
+    if isinstance(est, TunedThresholdClassifierCV):
+        # Its random_state only draws a train/test split when cv is a fraction.
+        return not isinstance(est.cv, float)
     return False
 
 

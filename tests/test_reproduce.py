@@ -363,3 +363,13 @@ def test_a_reused_stage_is_rebuilt_from_the_recipe_of_the_run_that_fitted_it():
     fitted = {a.path for a in client.list_artifacts(pipe.run_ids_["processing"], "stage")}
     assert {"stage/recipe.json", "stage/recipe.pkl", "stage/stage.pkl"} <= fitted
     assert mlpipe.reproduce(again.run_ids_["model"]).identical
+
+
+def test_a_random_state_the_estimator_ignores_is_not_flagged():
+    from sklearn.model_selection import TunedThresholdClassifierCV
+
+    from mlpipe._recipe import not_seeded
+
+    assert not_seeded(TunedThresholdClassifierCV(LogisticRegression(), cv=5)) == []
+    assert not_seeded(TunedThresholdClassifierCV(LogisticRegression(), cv=0.3)) == ["random_state"]
+    assert not_seeded(LogisticRegression(solver="saga")) == ["random_state"]
