@@ -15,6 +15,11 @@ at a fresh database that holds the ``penguins`` table. The server is the one in
 ``MLPIPE_TEST_POSTGRES_URL``, which ``.ci/run`` sets; without it the test is
 skipped (or fails, when ``MLPIPE_REQUIRE_POSTGRES=1``).
 
+A block with the option ``:class: needs-spark`` needs pyspark and Java. Those
+blocks run in a test of their own, marked ``spark``, in their own namespace,
+with a ``local[2]`` Spark session started (``tests/_spark.py``): skipped without
+pyspark or Java, failed under ``CI=true``.
+
 A claim in an example is checked too: an expression statement at the top level
 of a block whose line ends with a comment starting ``# True`` or ``# False``
 (``fingerprint(a) == fingerprint(b)  # True: the same data``) must evaluate to
@@ -62,15 +67,18 @@ _BLOCK = re.compile(
     r"^\.\. code-block:: python\n((?:   :[\w-]+:.*\n)*)\n((?:(?:   .*)?\n)+)", re.MULTILINE
 )
 _NEEDS_POSTGRES = re.compile(r"^   :class:.*\bneeds-postgres\b", re.MULTILINE)
+_NEEDS_SPARK = re.compile(r"^   :class:.*\bneeds-spark\b", re.MULTILINE)
 POSTGRES_ENV = "MLPIPE_TEST_POSTGRES_URL"
 
 
-def python_blocks(page: Path, *, postgres: bool = False) -> list[str]:
-    """The source of each ``code-block:: python`` of ``page`` that needs PostgreSQL or not."""
+def python_blocks(page: Path, *, postgres: bool = False, spark: bool = False) -> list[str]:
+    """The source of each ``code-block:: python`` of ``page`` that needs PostgreSQL (Spark)
+    or not."""
     return [
         textwrap.dedent(m.group(2))
         for m in _BLOCK.finditer(page.read_text())
         if bool(_NEEDS_POSTGRES.search(m.group(1))) == postgres
+        and bool(_NEEDS_SPARK.search(m.group(1))) == spark
     ]
 
 
@@ -83,12 +91,17 @@ _CLI_SESSION = re.compile(r"^   :class:.*\bcli-session\b", re.MULTILINE)
 def session_blocks(page: Path) -> list[tuple[str, str]]:
     """``(language, source)`` of each Python block and CLI session of ``page``, in order.
 
-    Python blocks that need PostgreSQL are left out; none if the page has no session.
+    Python blocks that need PostgreSQL or Spark are left out; none if the page has no
+    session.
     """
     blocks = []
     for m in _ANY_BLOCK.finditer(page.read_text()):
         language, options, code = m.group(1), m.group(2), textwrap.dedent(m.group(3))
-        if language == "python" and not _NEEDS_POSTGRES.search(options):
+        if (
+            language == "python"
+            and not _NEEDS_POSTGRES.search(options)
+            and not _NEEDS_SPARK.search(options)
+        ):
             blocks.append(("python", code))
         elif language == "console" and _CLI_SESSION.search(options):
             blocks.append(("console", code))
@@ -97,6 +110,7 @@ def session_blocks(page: Path) -> list[tuple[str, str]]:
 
 PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p)]
 POSTGRES_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p, postgres=True)]
+SPARK_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if python_blocks(p, spark=True)]
 SESSION_PAGES = [p for p in sorted(DOCS.glob("*.rst")) if session_blocks(p)]
 
 
@@ -344,3 +358,18 @@ def shop_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.mark.parametrize("page", POSTGRES_PAGES, ids=[p.name for p in POSTGRES_PAGES])
 def test_postgres_examples_run(page: Path, shop_database: str) -> None:
     _run(page, python_blocks(page, postgres=True))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
+@pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")
+@pytest.mark.filterwarnings("ignore:Spark local mode doesn't support stage-level scheduling")
+@pytest.mark.filterwarnings("ignore:`apply_async` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Spark session is not provided. Tags will not be")
+@pytest.mark.parametrize("page", SPARK_PAGES, ids=[p.name for p in SPARK_PAGES])
+def test_spark_examples_run(page: Path) -> None:
+    from tests._spark import local_spark
+
+    with local_spark():
+        _run(page, python_blocks(page, spark=True))

@@ -239,3 +239,16 @@ def test_without_pyspark_spark_is_a_one_line_error_saying_how_to_install_it(
         "install 'mlpipe[spark]' (pyspark, and Java 17 or later).\n"
     )
     assert _written(tmp_path) == ["new.parquet"]
+
+
+def test_spark_tests_skip_without_java_but_fail_under_ci(monkeypatch):
+    from tests._spark import require_spark
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="java is not on PATH"):
+        require_spark()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the Spark tests"):
+        require_spark()
