@@ -558,8 +558,9 @@ def _run_main(args: argparse.Namespace) -> int:
     if key and key.rsplit("@", 1)[0] != args.table:
         raise UserError(f"Key {key!r} is not a load of table {args.table!r}.")
     load_run = mlpipe.find_run("load", key or args.table, date, project=args.project).run_id
-    if not args.params and date is not None:
-        # A pure lookup: no data is read when the whole chain exists.
+    if not args.params and date is not None and not args.register:
+        # A pure lookup: no data is read when the whole chain exists. (With --register
+        # the fit below reuses every stage and registers the existing model.)
         from mlpipe.tracking import newest_chain
 
         # A miss is no news here (the missing stages are fitted): no warning about it.

@@ -246,3 +246,24 @@ def test_every_command_has_help_with_examples(tmp_path):
     for command in ("load", "process", "train", "main", "runs", "lineage", "serve", "gc", "demo"):
         out = _ok(_mlpipe(command, "--help", cwd=tmp_path))
         assert "examples:" in out and "mlpipe " + command in out
+
+
+def test_main_with_register_registers_a_chain_that_already_exists(shop, capsys):
+    import mlflow
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    source = ("--source", "sqlite:///shop.db", "--table", "penguins", "--target", "species")
+    _ok(_in_process("load", *source, capsys=capsys))
+    chain = ("--table", "penguins", "--retrieval-time", today, "--logic", "plain")
+    first = _ok(_in_process("main", *chain, "--algorithm", "logreg", capsys=capsys))
+    assert " ran" in first
+    again = _ok(
+        _in_process("main", *chain, "--algorithm", "logreg", "--register", "shop", capsys=capsys)
+    )
+    # Nothing refitted, and the existing chain's model is now a registered version.
+    assert " ran" not in again
+    (version,) = mlflow.MlflowClient().search_model_versions("name = 'shop'")
+    model_run = next(
+        line.split()[2] for line in first.splitlines() if line.split()[:1] == ["model"]
+    )
+    assert version.run_id == model_run
