@@ -62,7 +62,9 @@ def local_spark(executor_env: Mapping[str, str] = {}) -> Iterator[Any]:
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.showConsoleProgress", "false")
     )
-    for name, value in executor_env.items():
+    # Stated every time: a session started after another in this process (the same JVM)
+    # otherwise keeps the earlier one's executor PYTHONPATH.
+    for name, value in {"PYTHONPATH": "", **executor_env}.items():
         builder = builder.config(f"spark.executorEnv.{name}", value)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
