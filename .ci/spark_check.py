@@ -83,7 +83,9 @@ def main() -> None:
         r.info.run_id for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
     }
     new = after - before
-    assert new == set(chain.run_ids_.values()), f"runs logged: {len(new)}, expected one chain"
+    # Only the chain's own runs (its load run, the same data as above, is reused).
+    assert chain.run_ids_["model"] in new, "the search's model run was not logged"
+    assert new <= set(chain.run_ids_.values()), f"{len(new)} runs logged, not only the chain's"
     best = mlflow.get_run(chain.run_ids_["model"]).data.params["best.C"]
     print(f"distributed search: one chain ({len(new)} runs), best C = {best}")
     session.stop()
