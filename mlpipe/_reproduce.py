@@ -268,9 +268,15 @@ def _run_of(client: Any, ref: str) -> str:
         uri = text if text.startswith("models:/") else f"models:/{text}"
         return model_run(uri)[0]
     if _RUN_ID.match(text):
-        run = client.get_run(text)
-        if schema.STAGE not in run.data.tags:
+        tags = client.get_run(text).data.tags
+        if schema.STAGE not in tags:
             raise NotFoundError(f"Run {text} is not an mlpipe stage run (no {schema.STAGE} tag).")
+        fitted = schema.SERIALIZER in tags or schema.REUSED_FROM in tags
+        if tags[schema.STAGE] != schema.LOAD_STAGE and not fitted:
+            raise NotFoundError(
+                f"Run {text} is a {tags[schema.STAGE]} run, not a fitted stage: reproduce "
+                f"the run it was made from ({tags.get(schema.UPSTREAM) or 'none'})."
+            )
         return text
     raise NotFoundError(
         f"Cannot reproduce {ref!r}: expected a stage run id, runs:/<id>/model, "
@@ -516,7 +522,6 @@ def _as_frame(values: Any) -> pd.DataFrame:
 def _compare(entry: LineageEntry, then: Any, now: Any, what: str) -> StageResult:
     """Compare two outputs: identical when their fingerprints match, else how much changed."""
     old, new = _as_frame(then), _as_frame(now)
-    old.columns = new.columns = range(old.shape[1]) if old.shape == new.shape else new.columns
     if old.shape != new.shape:
         return StageResult(
             entry.stage,
@@ -525,6 +530,7 @@ def _compare(entry: LineageEntry, then: Any, now: Any, what: str) -> StageResult
             DIFFERS,
             f"its {what} have shape {new.shape}, they had {old.shape}",
         )
+    old.columns = new.columns = range(old.shape[1])  # compared by position
     if fingerprint(old) == fingerprint(new):
         return StageResult(entry.stage, entry.key, entry.run_id, IDENTICAL, f"same {what}")
     changed_cells = ~((old == new) | (old.isna() & new.isna()))

@@ -373,3 +373,17 @@ def test_a_random_state_the_estimator_ignores_is_not_flagged():
     assert not_seeded(TunedThresholdClassifierCV(LogisticRegression(), cv=5)) == []
     assert not_seeded(TunedThresholdClassifierCV(LogisticRegression(), cv=0.3)) == ["random_state"]
     assert not_seeded(LogisticRegression(solver="saga")) == ["random_state"]
+
+
+def test_outputs_of_another_shape_differ_and_a_reproduce_run_is_not_a_reference():
+    from mlpipe._reproduce import _compare
+
+    entry = mlpipe.LineageEntry("processing", "T", "T@20260101000000", "r", (), "FINISHED")
+    result = _compare(entry, [[1.0, 2.0]], [[1.0, 2.0, 3.0]], "outputs")
+    assert result.status == "differs" and "shape (1, 3)" in result.reason
+
+    X, y = _penguins()
+    pipe = _chain(LogisticRegression(max_iter=1000), cv=None).fit(X, y)
+    reproduced = mlpipe.reproduce(pipe.run_ids_["model"]).reproduce_run_id
+    with pytest.raises(NotFoundError, match="is a reproduce run, not a fitted stage"):
+        mlpipe.reproduce(reproduced)
