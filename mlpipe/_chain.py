@@ -378,8 +378,7 @@ class _ChainLogger:
                     experiment_id=experiments[name],
                 ) as run:
                     log_training_input(client, run.run_id, inputs)
-                    # The steps' own code runs now: an error it raises is theirs, and
-                    # leaves `fitting` set for reporting() to pass it through.
+                    # The rebuild recipe's estimator: a clone taken before the fit.
                     unfitted, why_no_copy = unfitted_copy(est)
                     seedless = not_seeded(est)
                     if seedless:
@@ -391,6 +390,8 @@ class _ChainLogger:
                             type_,
                             ", ".join(seedless),
                         )
+                    # The steps' own code runs now: an error it raises is theirs, and
+                    # leaves `fitting` set for reporting() to pass it through.
                     self.where.fitting = True
                     Xt = data_in.value()
                     fit_start = time.perf_counter()
