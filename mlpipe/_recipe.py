@@ -248,10 +248,11 @@ def write(
             (folder / name).write_bytes(blob)
             recipe["estimator"] = {"file": name, "serializer": used}
             tags[schema.RECIPE_DIGEST] = digest(blob)
-            if hasattr(unfitted, "get_params"):
-                recipe["params"] = {
-                    k: _describe(v) for k, v in sorted(unfitted.get_params(deep=True).items())
-                }
+            try:
+                params = unfitted.get_params(deep=True) if _is_estimator(unfitted) else {}
+            except Exception:  # a user's get_params: the pickle above is what counts
+                params = {}
+            recipe["params"] = {k: _describe(v) for k, v in sorted(params.items())}
     if why_no_copy is not None:
         recipe["no_estimator"] = why_no_copy
     if registry:
@@ -275,7 +276,11 @@ def _file(serializer: str) -> str:
 
 
 def _describe(value: Any) -> Any:
-    return value if _plain(value) else repr(value)
+    """A parameter for people to read: as is when plain, else its repr, at most 300 characters."""
+    if _plain(value):
+        return value
+    text = repr(value)
+    return text if len(text) <= 300 else f"{text[:297]}..."
 
 
 def rebuild_current(obj: Any, registry: dict[str, Any], path: str = "") -> Any:
