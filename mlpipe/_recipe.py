@@ -27,6 +27,7 @@ import logging
 import platform
 import sys
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def packages(modules: set[str]) -> dict[str, str]:
     return found
 
 
-def environment(modules: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def environment(modules: Iterable[str] = ()) -> dict[str, Any]:
     """Python, platform, packages and scikit-learn's configuration, as recorded or now."""
     return {
         "python": platform.python_version(),
@@ -187,6 +188,8 @@ def _cv_recipe(cv: Any) -> Any:
     """The evaluation's cv as JSON: an int or None as is, a splitter as class and parameters."""
     if cv is None or isinstance(cv, int):
         return cv
+    if not hasattr(cv, "split"):  # an iterable of splits: not recorded
+        return None
     cls = type(cv)
     try:
         names = [

@@ -387,3 +387,15 @@ def test_outputs_of_another_shape_differ_and_a_reproduce_run_is_not_a_reference(
     reproduced = mlpipe.reproduce(pipe.run_ids_["model"]).reproduce_run_id
     with pytest.raises(NotFoundError, match="is a reproduce run, not a fitted stage"):
         mlpipe.reproduce(reproduced)
+
+
+def test_a_seeded_shuffling_splitter_is_recorded_and_the_scores_recomputed():
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = _penguins()
+    cv = StratifiedKFold(3, shuffle=True, random_state=7)
+    pipe = _chain(LogisticRegression(max_iter=1000), cv=cv, scoring=["accuracy"]).fit(X, y)
+    report = mlpipe.reproduce(pipe.run_ids_["model"])
+    assert list(report.metrics) == ["cv_accuracy_mean"]
+    logged, now = report.metrics["cv_accuracy_mean"]
+    assert logged == now and report.identical
