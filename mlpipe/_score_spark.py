@@ -295,7 +295,7 @@ def _session(sql: Any, master: str) -> Any:
 
 def _read(session: Any, path: str) -> tuple[Any, str, str]:
     """The frame of a Parquet or CSV path, its name (the file's stem) and how it is logged."""
-    local = "://" not in path and not path.startswith("file:")
+    local = _on_this_machine(session, path)
     shown = str(Path(path).resolve()) if local else store.redact(path)
     stem = Path(path.rstrip("/")).stem
     suffix = Path(path.rstrip("/")).suffix.lower()
@@ -352,7 +352,7 @@ def _output(session: Any, output: str, overwrite: bool) -> tuple[Path | None, _H
             f"Cannot write predictions to {output!r}: expected a Parquet path ending in "
             f"{' or '.join(OUTPUT_SUFFIXES)}."
         )
-    local = "://" not in output and not output.startswith("file:")
+    local = _on_this_machine(session, output)
     target = Path(output).resolve() if local else None
     if target is not None and not target.parent.is_dir():
         raise FileNotFoundError(
@@ -366,6 +366,15 @@ def _output(session: Any, output: str, overwrite: bool) -> tuple[Path | None, _H
             "(--overwrite) to replace it."
         )
     return target, hadoop
+
+
+def _on_this_machine(session: Any, path: str) -> bool:
+    """Whether ``path`` names a file on this machine: it has no scheme and Spark's default
+    file system is the local one (as on ``local[N]``; on YARN it is HDFS)."""
+    if "://" in path or path.startswith("file:"):
+        return False
+    default = session._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+    return str(default).startswith("file:")
 
 
 def _check_types(predictor: _Predictor, frame: Any) -> None:
