@@ -67,10 +67,13 @@ def redact_master(master: str) -> str:
     'spark://ana:***@head:7077'
     >>> redact_master("k8s://https://ana:s3cret@api.example:443")
     'k8s://https://ana:***@api.example:443'
+    >>> redact_master("spark://head:7077?password=s3cret")
+    'spark://head:7077?password=***'
     >>> redact_master("local[2]")
     'local[2]'
     """
-    return store.redact(re.sub(r"(//[^/:@\s]*):[^/@\s]*@", r"\1:***@", master))
+    hidden = re.sub(r"(//[^/:@\s]*):[^/@\s]*@", r"\1:***@", master)
+    return re.sub(r"(?i)([?&;](?:password|pwd|passwd)=)[^&#;\s]*", r"\1***", hidden)
 
 
 def _pyspark() -> Any:
