@@ -135,3 +135,17 @@ def tracking_store(
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_they_were() -> Iterator[None]:
+    """What a test or a docs example registers (``@mlpipe.algorithm("grams")``) is gone
+    after it: the registries are process-wide, and a worker runs many tests in turn."""
+    from mlpipe._registry import ALGORITHMS, LOGICS
+
+    saved = [
+        (registry, dict(registry._entries), registry._loaded) for registry in (LOGICS, ALGORITHMS)
+    ]
+    yield
+    for registry, entries, loaded in saved:
+        registry._entries, registry._loaded = entries, loaded
