@@ -36,7 +36,7 @@ from sklearn.base import clone
 
 from mlpipe import schema
 from mlpipe._cache import digest
-from mlpipe.model._serialize import dumps, installed_distribution
+from mlpipe.model._serialize import dumps, installed_distribution, installed_versions
 
 __all__ = [
     "RECIPE_VERSION",
@@ -160,13 +160,7 @@ def packages(modules: set[str]) -> dict[str, str]:
         distribution = installed_distribution(module)
         if distribution:
             names.add(distribution)
-    found = {}
-    for name in sorted(names, key=str.lower):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return installed_versions(names)
 
 
 def environment(modules: Iterable[str] = ()) -> dict[str, Any]:

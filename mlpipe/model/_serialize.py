@@ -21,6 +21,7 @@ from mlpipe.exceptions import SerializationError
 __all__ = [
     "dumps",
     "installed_distribution",
+    "installed_versions",
     "is_installed",
     "loads",
     "pickled_by_value",
@@ -236,10 +237,15 @@ def requirements(modules: set[str], serializers: set[str]) -> list[str]:
     for module in modules:
         if is_installed(module) and module not in sys.stdlib_module_names:
             names.update(_distributions().get(module, []))
-    pins = []
+    return [f"{name}=={version}" for name, version in installed_versions(names).items()]
+
+
+def installed_versions(names: Iterable[str]) -> dict[str, str]:
+    """``{distribution: version}`` of those of ``names`` that are installed, by name."""
+    found = {}
     for name in sorted(names, key=str.lower):
         try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
+            found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return pins
+    return found
