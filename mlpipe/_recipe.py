@@ -69,8 +69,10 @@ def _ignores_random_state(est: Any) -> bool:
 
     Only for the common estimators whose documentation says so (LogisticRegression
     and Ridge with a solver that draws nothing, TunedThresholdClassifierCV without a
-    fractional cv); any other random_state left at None counts as not seeded.
+    fractional cv, DummyClassifier with a strategy that draws nothing); any other
+    random_state left at None counts as not seeded.
     """
+    from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import TunedThresholdClassifierCV
 
@@ -82,6 +84,8 @@ def _ignores_random_state(est: Any) -> bool:
     if isinstance(est, TunedThresholdClassifierCV):
         # Its random_state only draws a train/test split when cv is a fraction.
         return not isinstance(est.cv, float)
+    if isinstance(est, DummyClassifier):
+        return est.strategy not in ("stratified", "uniform")
     return False
 
 
@@ -95,6 +99,9 @@ def not_seeded(est: Any) -> list[str]:
     ['randomforestclassifier__random_state']
     >>> not_seeded(RandomForestClassifier(random_state=0))
     []
+    >>> from sklearn.dummy import DummyClassifier
+    >>> not_seeded(DummyClassifier()), not_seeded(DummyClassifier(strategy="uniform"))
+    ([], ['random_state'])
     """
     found = []
     for path, obj in walk(est):

@@ -27,7 +27,9 @@ MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 # tracking server apply): an empty name, "/" or ":", and a name that a path would
 # read as another (posixpath.normpath: "." and any name starting ".."). And the
 # registry's name column holds 256 characters (a database server refuses more).
-_REGISTERED_NAME_REFUSED = ("/", ":")
+# And "?", which MLflow takes but no models:/ URI of the name can carry: MLflow reads
+# what follows it as the URI's query, so the model would never load by name.
+_REGISTERED_NAME_REFUSED = ("/", ":", "?")
 _MAX_REGISTERED_NAME_LENGTH = 256
 
 
@@ -53,7 +55,8 @@ def check_registered_model_name(name: Any, what: str = "registered_model_name") 
     ------
     ValueError
         If the registry would refuse it: an empty name, one with ``/`` or ``:``,
-        ``.`` or one starting with ``..``, or more than 256 characters.
+        ``.`` or one starting with ``..``, or more than 256 characters; or if no
+        ``models:/`` URI could name it: a name with ``?``.
 
     Examples
     --------
@@ -62,7 +65,7 @@ def check_registered_model_name(name: Any, what: str = "registered_model_name") 
     >>> check_registered_model_name("..credit")
     Traceback (most recent call last):
     ...
-    ValueError: Invalid registered_model_name '..credit': MLflow's model registry takes a non-empty name of at most 256 characters without '/' or ':' that is not '.' and does not start with '..'. Pick another name.
+    ValueError: Invalid registered_model_name '..credit': MLflow's model registry takes a non-empty name of at most 256 characters without '/', ':' or '?' that is not '.' and does not start with '..'. Pick another name.
     """  # noqa: E501
     if (
         not isinstance(name, str)
@@ -74,7 +77,7 @@ def check_registered_model_name(name: Any, what: str = "registered_model_name") 
     ):
         raise ValueError(
             f"Invalid {what} {name!r}: MLflow's model registry takes a non-empty name of at "
-            f"most {_MAX_REGISTERED_NAME_LENGTH} characters without '/' or ':' that is not "
+            f"most {_MAX_REGISTERED_NAME_LENGTH} characters without '/', ':' or '?' that is not "
             "'.' and does not start with '..'. Pick another name."
         )
     return name
@@ -93,8 +96,20 @@ def registered_model(client: mlflow.MlflowClient, name: str) -> Any:
 
 
 def _versions(client: mlflow.MlflowClient, name: str) -> list[ModelVersion]:
-    found = client.search_model_versions(f"name = '{name}'", max_results=200)
-    return sorted(found, key=lambda v: int(v.version))
+    """Every version of ``name``, oldest first, however many pages MLflow answers in."""
+    # MLflow's filter strips one kind of quote around a value and knows no escape:
+    # a name holding both kinds cannot be written in a filter, so its versions are
+    # picked out of all of them here.
+    quote = next((q for q in "'\"" if q not in name), None)
+    query = f"name = {quote}{name}{quote}" if quote else None
+    found: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(query, max_results=200, page_token=token)
+        found.extend(v for v in page if v.name == name)
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda v: int(v.version))
 
 
 def model_version(client: mlflow.MlflowClient, name: str, version_or_run: Any) -> ModelVersion:
