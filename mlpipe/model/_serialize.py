@@ -242,10 +242,16 @@ def requirements(modules: set[str], serializers: set[str]) -> list[str]:
 
 def installed_versions(names: Iterable[str]) -> dict[str, str]:
     """``{distribution: version}`` of those of ``names`` that are installed, by name."""
-    found = {}
-    for name in sorted(names, key=str.lower):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    versions = {name: _version(name) for name in sorted(names, key=str.lower)}
+    return {name: version for name, version in versions.items() if version is not None}
+
+
+@functools.cache
+def _version(name: str) -> str | None:
+    # Read once per process, as _distributions is: each lookup scans sys.path and
+    # parses a METADATA file (about 5 ms), several times per logged fit. A package
+    # upgraded on disk meanwhile is not what this process runs anyway.
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
