@@ -22,6 +22,7 @@ from sklearn.utils.metaestimators import available_if
 from mlpipe import schema
 from mlpipe._chain import SKIPPED, LoggedChain, Settings, check_type, fit_unlogged, log_chain
 from mlpipe._evaluation import IN_EVALUATION
+from mlpipe._progress import SEARCH_SPLIT_TASK
 from mlpipe.data._dataset import Dataset
 from mlpipe.exceptions import StageError
 from mlpipe.model._package import check_model_name, dtypes_of
@@ -33,10 +34,6 @@ __all__ = ["LineagePipeline"]
 
 logger = logging.getLogger("mlpipe")
 
-# The task name scikit-learn's searches give the fit of one candidate on one split
-# (sklearn/model_selection/_search.py, scikit-learn >= 1.9); their refit is
-# "refit-with-best-params".
-_SEARCH_SPLIT_TASK = "candidate-split-evaluation"
 # Searches already told that their candidates' fits are not logged (by the root
 # task of their callback context), so that the warning comes once per search.
 _warned_searches: set[Any] = set()
@@ -377,7 +374,7 @@ class LineagePipeline(Pipeline):
             return False, "log=False"
         if IN_EVALUATION.get():
             return False, "it fits one fold of mlpipe's own cross-validation (log='auto')"
-        if context.source_task_name == _SEARCH_SPLIT_TASK:
+        if context.source_task_name == SEARCH_SPLIT_TASK:
             search = context.source_estimator_name
             reason = (
                 f"{search} fits it as one candidate on one split (log='auto'); "

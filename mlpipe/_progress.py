@@ -88,7 +88,9 @@ class _Silent:
 # The task names scikit-learn (>= 1.9) gives, in a search's callback context, to the
 # fit of one candidate on one split and to the refit with the best parameters
 # (sklearn/model_selection/_search.py): one fit each.
-_FIT_TASKS = ("candidate-split-evaluation", "refit-with-best-params")
+SEARCH_SPLIT_TASK = "candidate-split-evaluation"
+SEARCH_REFIT_TASK = "refit-with-best-params"
+_FIT_TASKS = (SEARCH_SPLIT_TASK, SEARCH_REFIT_TASK)
 # The task of the context mlpipe hands a search, which the search's own root task
 # then merges with (its ``source_task_name``).
 _WATCH_TASK = "mlpipe-search-progress"
