@@ -29,8 +29,9 @@ A ``.. code-block:: console`` with the option ``:class: cli-session`` is a
 terminal session: each line starting ``$ `` is a command, and the lines after it
 are its output, standard output and standard error as a terminal shows them.
 The sessions of a page run in order, with its Python blocks, in one test, in a
-fresh directory and tracking store; ``mlpipe`` commands run in this process
-(``mlpipe.cli.main``), other commands as programs of the virtual environment.
+fresh directory and tracking store; each command (``mlpipe``, ``mlflow``) is a
+program of the virtual environment, run in this process through the entry point
+its console script calls.
 The output must be the page's, except for what differs from run to run: run and
 model ids and stage keys (each is matched to the one the page shows, and the
 page's value in a later command stands for this run's), byte counts (``(N
@@ -52,7 +53,6 @@ import logging
 import os
 import re
 import shlex
-import subprocess
 import sys
 import textwrap
 import tokenize
@@ -240,25 +240,31 @@ class CliSession:
         return shlex.split(_DATE.sub(self.today, _VOLATILE.sub(swap, command)))
 
     def _execute(self, argv: list[str]) -> tuple[int, str]:
-        if argv[0] != "mlpipe":
-            program = Path(sys.executable).parent / argv[0]
-            done = subprocess.run(
-                [str(program), *argv[1:]],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-            return done.returncode, done.stdout + done.stderr
-        from mlpipe.cli import main
-
+        # A command is a program of this virtual environment; its console script calls
+        # an entry point, which runs here as the script runs it (``sys.exit(entry())``
+        # with the script's ``sys.argv``): a new process would spend seconds importing
+        # MLflow again. The scripts themselves run in tests/cli (test_workflow.py).
+        script = Path(sys.executable).parent / argv[0]
+        assert script.is_file(), f"{self.page}: {argv[0]!r} is not a program of this venv"
+        entries = importlib.metadata.entry_points(group="console_scripts", name=argv[0])
+        # (mlflow and mlflow-skinny both declare ``mlflow``, the same function.)
+        (value,) = {entry.value for entry in entries}
+        function = next(iter(entries)).load()
         # One stream for both, in the order a terminal shows them.
         out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            try:
-                status = main(argv[1:])
-            except SystemExit as stop:  # argparse's own errors
-                status = stop.code if isinstance(stop.code, int) else 2
+        saved = sys.argv
+        sys.argv = [str(script), *argv[1:]]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                try:
+                    result = function()
+                    status = result if isinstance(result, int) else 0
+                except SystemExit as stop:  # sys.exit, argparse's and click's own exits
+                    status = stop.code if isinstance(stop.code, int) else int(bool(stop.code))
+                    if isinstance(stop.code, str):  # as Python prints it on exiting
+                        print(stop.code, file=sys.stderr)
+        finally:
+            sys.argv = saved
         return status, out.getvalue()
 
     def _compare(self, command: str, expected: list[str], output: str) -> None:

@@ -120,6 +120,7 @@ def test_runs_list_says_which_algorithm_fits_which_target(capsys):
     )
 
 
+@pytest.mark.usefixtures("without_cross_validation")  # the threshold, not the scores
 def test_a_tuned_threshold_is_logged_and_named(shop, capsys):
     _load(capsys, name="two", target="species", query=TWO_SPECIES)
     out = _ok(_main(capsys, "two", "logreg", "--tune-threshold"))
