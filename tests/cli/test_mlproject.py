@@ -40,6 +40,39 @@ def _mlflow_run(
     return result
 
 
+def _mlflow_run_here(
+    project: Path,
+    entry_point: str,
+    *params: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> subprocess.CompletedProcess[str]:
+    """``mlflow run`` through the entry point that the ``mlflow`` script calls
+    (``mlflow.cli:cli``), in this process, against the test's store and in its working
+    directory: the same command line parsed by the same code, without a new process
+    importing MLflow again. The entry point's commands still run as MLflow runs them,
+    in a shell of their own; their output reaches this process's file descriptors."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    from mlflow.cli import cli
+
+    command = ["run", str(project), "-e", entry_point]
+    for param in params:
+        command += ["-P", param]
+    command += ["--env-manager", "local", "--experiment-name", "launcher"]
+    capfd.readouterr()
+    try:
+        cli.main(args=command, prog_name="mlflow")
+        status = 0
+    except SystemExit as stop:  # click ends a command with sys.exit
+        status = stop.code if isinstance(stop.code, int) else int(bool(stop.code))
+    out, err = capfd.readouterr()
+    assert status == 0, out + err
+    assert "Traceback" not in err
+    return subprocess.CompletedProcess(["mlflow", *command], status, out, err)
+
+
 def _runs(client: mlflow.MlflowClient, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no experiment {experiment!r}"
@@ -47,7 +80,7 @@ def _runs(client: mlflow.MlflowClient, experiment: str) -> list:
 
 
 @pytest.mark.slow
-def test_mlflow_run_load_then_main_twice(tmp_path, tracking_store):
+def test_mlflow_run_load_then_main_twice(tmp_path, tracking_store, monkeypatch, capfd):
     project = tmp_path / "penguins"
     shutil.copytree(
         EXAMPLE,
@@ -70,12 +103,15 @@ def test_mlflow_run_load_then_main_twice(tmp_path, tracking_store):
         "logic=plain",
         "algorithm=logreg",
     )
-    _mlflow_run(project, "main", *main, uri=tracking_store, cwd=tmp_path)
+    # The load through the real `mlflow` program; both mains through its entry point
+    # in this process (the working directory is tmp_path, as for the program).
+    assert Path.cwd() == tmp_path
+    _mlflow_run_here(project, "main", *main, monkeypatch=monkeypatch, capfd=capfd)
     chain = mlpipe.find_chain("penguins", today, "plain", "logreg")
     assert chain is not None
     assert chain.run_ids["load"] == load_run.info.run_id
 
-    second = _mlflow_run(project, "main", *main, uri=tracking_store, cwd=tmp_path)
+    second = _mlflow_run_here(project, "main", *main, monkeypatch=monkeypatch, capfd=capfd)
     assert "The chain exists: nothing to run." in second.stdout
 
     # Every stage run sits in its stage's experiment, whatever experiment and run

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -143,8 +145,8 @@ def venv_with_requirements(
     """A new venv at ``venv`` holding only ``requirements`` and what they need; its python.
 
     Resolving against the package index takes most of an install, so the wheels are
-    downloaded once into ``wheelhouse`` (shared by the tests of a session) and each
-    venv installs from there alone (``--no-index``): the same pins, the same wheels.
+    downloaded once into ``wheelhouse`` (kept between sessions: see its fixture) and
+    each venv installs from there alone (``--no-index``): the same pins, the same wheels.
     With ``exists``, ``venv`` was made already (pip installs what it lacks).
     """
     import importlib.metadata
@@ -181,10 +183,18 @@ def venv_with_requirements(
                 extra.append(f"{name}=={importlib.metadata.version(name)}")
             except importlib.metadata.PackageNotFoundError:
                 pass
-        fetched = _pip(
-            *("download", "--timeout", "60", "--retries", "2", "-d", str(wheelhouse)),
-            *("-r", str(requirements), *extra),
-        )
+        # Downloaded into a folder of this process's, then moved in whole: another test
+        # session sharing the wheelhouse never sees a wheel half written.
+        incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=wheelhouse))
+        try:
+            fetched = _pip(
+                *("download", "--timeout", "60", "--retries", "2", "-d", str(incoming)),
+                *("-r", str(requirements), *extra),
+            )
+            for wheel in incoming.iterdir():
+                os.replace(wheel, wheelhouse / wheel.name)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
         output += fetched.stdout + fetched.stderr
         if fetched.returncode != 0 and UNREACHABLE.search(output):
             pytest.skip(f"The package index is unreachable: {UNREACHABLE.search(output)[0]}")

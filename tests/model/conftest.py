@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -11,11 +12,30 @@ import pytest
 
 from tests.model._helpers import venv_with_requirements
 
+WHEELHOUSE_ENV = "MLPIPE_TEST_WHEELHOUSE"
+
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of wheels the venvs of one worker's session install from (see
-    ``venv_with_requirements``); tests using it share the xdist group ``wheelhouse``."""
+    """A folder of wheels the venvs install from (see ``venv_with_requirements``);
+    tests using it share the xdist group ``wheelhouse``.
+
+    It outlives the session (``$MLPIPE_TEST_WHEELHOUSE``, else
+    ``~/.cache/mlpipe-tests/wheelhouse``): resolving a model's pins against the package
+    index and downloading their wheels takes half a minute, and the pins change only
+    with the environment's versions. A venv still installs exactly the logged pins,
+    with ``--no-index`` from these wheels; pins without their wheels here are
+    downloaded first. Without a writable cache folder, the session's own is used.
+    """
+    configured = os.environ.get(WHEELHOUSE_ENV)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = Path(configured) if configured else cache / "mlpipe-tests" / "wheelhouse"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
     return tmp_path_factory.mktemp("wheelhouse")
 
 
