@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import decimal
-import os
 import pickle
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,7 @@ from mlpipe import fingerprint
 from mlpipe.exceptions import SerializationError
 
 from ..strategies import COLUMN_KINDS, build_frame, every_dtype_cells
+from .conftest import AnotherProcess
 
 ROOT = Path(__file__).parents[2]
 KINDS = {kind.name: kind for kind in COLUMN_KINDS}
@@ -45,30 +42,18 @@ def _same_cell(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _fingerprints_in_another_process(frames: list[pd.DataFrame]) -> list[Any]:
-    """Per-column and whole-frame fingerprints computed by a fresh interpreter."""
-    code = (
-        "import pickle, sys\n"
-        "from mlpipe import fingerprint\n"
-        "frames = pickle.load(open(sys.argv[1], 'rb'))\n"
-        "out = [({c: fingerprint(f[[c]]) for c in f.columns}, fingerprint(f)) for f in frames]\n"
-        "pickle.dump(out, open(sys.argv[2], 'wb'))\n"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        frames_path, out_path = Path(tmp, "frames.pkl"), Path(tmp, "out.pkl")
-        frames_path.write_bytes(pickle.dumps(frames))
-        # Another hash seed than this process's: sets of strings iterate in another
-        # order there.
-        seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run(
-            [sys.executable, "-c", code, str(frames_path), str(out_path)],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        return pickle.loads(out_path.read_bytes())
+_FINGERPRINTS = (
+    "from mlpipe import fingerprint\n"
+    "result = [({c: fingerprint(f[[c]]) for c in f.columns}, fingerprint(f)) for f in frames]\n"
+)
+
+
+def _fingerprints_in_another_process(
+    another_process: AnotherProcess, frames: list[pd.DataFrame]
+) -> list[Any]:
+    """Per-column and whole-frame fingerprints computed by another interpreter (with
+    another hash seed: tests/data/conftest.py)."""
+    return another_process.run(_FINGERPRINTS, frames=frames)
 
 
 # --- the property, over every dtype ------------------------------------------------
@@ -108,9 +93,9 @@ def test_any_cell_change_changes_it_every_dtype(cells, data):
 
 @settings(max_examples=2, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(every_dtype_cells(max_rows=3), min_size=2, max_size=2))
-def test_same_fingerprint_in_another_process_every_dtype(many):
+def test_same_fingerprint_in_another_process_every_dtype(another_process, many):
     frames = [build_frame(cells) for cells in many]
-    there = _fingerprints_in_another_process(frames)  # one interpreter for all frames
+    there = _fingerprints_in_another_process(another_process, frames)
     for frame, (theirs, whole) in zip(frames, there, strict=True):
         if whole != fingerprint(frame):  # name the columns that differ
             mine = _column_fingerprints(frame)
@@ -336,9 +321,9 @@ def _value_hashed_everywhere() -> pd.DataFrame:
     )
 
 
-def test_same_in_every_process():
+def test_same_in_every_process(another_process):
     frame = _value_hashed_everywhere()
-    [there] = _fingerprints_in_another_process([frame])
+    [there] = _fingerprints_in_another_process(another_process, [frame])
     assert there == (_column_fingerprints(frame), fingerprint(frame))
 
 
