@@ -50,7 +50,7 @@ def test_serve_a_run_id_on_loopback(tracking_store, tmp_path):
             except requests.ConnectionError:
                 pass
             assert time.monotonic() < deadline, "server did not answer /ping in 90 s"
-            time.sleep(0.5)
+            time.sleep(0.1)
         rows = X.head(5)
         body = {
             "dataframe_split": rows.astype(object)
