@@ -207,14 +207,29 @@ def test_a_set_constant_has_one_key_in_every_process(tmp_path):
         )
         orders.add(shown.stdout)
     assert len(orders) == len(seeds), orders
-    keys = set()
-    for seed in seeds:
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        done = subprocess.run(
-            [sys.executable, str(script)], env=env, capture_output=True, text=True
+    # The two processes at once: each spends seconds importing mlpipe, and neither
+    # depends on the other.
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert done.returncode == 0, done.stderr[-3000:]
-        keys.add(done.stdout.strip())
+        for seed in seeds
+    ]
+    keys = set()
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err[-3000:]
+            keys.add(out.strip())
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert len(keys) == 1, keys
 
 

@@ -37,11 +37,13 @@ from sklearn.preprocessing import StandardScaler
 import mlpipe
 
 X, y = load_iris(return_X_y=True, as_frame=True)
-# A first fit starts joblib's worker processes, which stay for the session.
+# A first fit starts joblib's worker processes, which stay for the session. (No logged
+# model: the folds are what starts them.)
 mlpipe.LineagePipeline(
     [("processing", StandardScaler()), ("model", LogisticRegression(max_iter=500))],
     cv=3,
     n_jobs=2,
+    log_model=False,
 ).fit(X, y)
 # Then, as in a notebook, a folder of the team's code goes on sys.path: the running
 # workers never see it.
