@@ -634,13 +634,22 @@ def _class_scores(model: Any, method: str, X: Any, classes: np.ndarray) -> np.nd
 
 
 @contextmanager
-def _figure(width: float = 6.4, height: float = 4.8) -> Iterator[tuple[Figure, Axes]]:
+def _figure(
+    width: float = 6.4, height: float = 4.8, *, fixed_margins: bool = False
+) -> Iterator[tuple[Figure, Axes]]:
     # A Figure of its own, never registered with pyplot: no backend is chosen or
     # switched (a notebook keeps its own), and nothing stays open once it is freed.
     # Saving it to PNG renders with Agg whatever the session's backend.
+    # ``fixed_margins`` for axes whose labels never change width (the curves' rates
+    # from 0 to 1): the constrained layout measures every text first, and that
+    # measuring costs as much as drawing the figure.
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), layout="constrained")
+    if fixed_margins:
+        figure = Figure(figsize=(width, height))
+        figure.subplots_adjust(left=0.1, right=0.96, bottom=0.1, top=0.93)
+    else:
+        figure = Figure(figsize=(width, height), layout="constrained")
     try:
         yield figure, figure.subplots()
     finally:
@@ -730,7 +739,7 @@ def _render(name: str, oof: _OutOfFold) -> bytes:
             axes.set_title("Out-of-fold confusion matrix")
             return _png(figure)
     curves, title, axis_note = _curves(oof)
-    with _figure() as (figure, axes):
+    with _figure(fixed_margins=True) as (figure, axes):
         if name == schema.ROC_CURVE:
             for i, (label, y_true, score, pos) in enumerate(curves):
                 RocCurveDisplay.from_predictions(
