@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 
 settings.register_profile(
     "default",
@@ -48,6 +49,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # One core each makes the folds sequential, as scikit-learn's n_jobs=None is; the
     # tests of parallel folds ask for them (n_jobs=2). Children inherit the setting.
     os.environ.setdefault("LOKY_MAX_CPU_COUNT", "1")
+    # Likewise for the BLAS and OpenMP threads under numpy and scikit-learn: a worker
+    # whose fit spreads a matrix product over both cores while the other worker is busy
+    # waits for the slower thread (a logistic regression's fit took four times longer).
+    # The variables reach the processes tests start; threadpoolctl sets the libraries
+    # this process has already loaded.
+    for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
+    threadpool_limits(1)
 
 
 @event.listens_for(Engine, "connect")
