@@ -766,7 +766,14 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
     )
     now = _now_ms()
     for run in running:
-        reason = abandoned_because(run, now)
+        if abandoned_because(run, now) is None:
+            continue
+        # The search saw the run RUNNING, but its fit may have ended it since (and its
+        # process exited): judged again on the run as it is now, after the first
+        # judgement found its process dead or its lease expired, a run still RUNNING
+        # has no fit left to end it.
+        run = client.get_run(run.info.run_id)
+        reason = abandoned_because(run)
         if reason is not None:
             _end_abandoned(client, run.info.run_id, reason)
             ended.append(run.info.run_id)

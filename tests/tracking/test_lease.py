@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -275,3 +276,48 @@ def test_beat_and_lease_must_be_positive_and_the_lease_longer(monkeypatch):
     with pytest.raises(ValueError, match="MLPIPE_HEARTBEAT_SECONDS"):
         pipe.fit(X, y)
     assert mlpipe.runs().empty  # refused before any run was started
+
+
+def test_a_run_its_fit_ended_after_the_search_is_not_ended_again(tracking_store):
+    # Another process's fit: its run RUNNING when this fit searches for abandoned runs,
+    # then ended FINISHED by that fit, whose process exits, before this fit judges it.
+    # Judged on what the search returned, the run of a dead process was ended FAILED,
+    # over the FINISHED of a fit that succeeded (seen with eight processes at once).
+    client = store.client()
+    experiment_id = store.get_or_create_experiment(client, "processing")
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = f"{socket.gethostname()}:{int(done.stdout)}"
+    run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+
+    class EndsAfterTheSearch(type(client)):  # type: ignore[misc]
+        def search_runs(self, *args: Any, **kwargs: Any) -> Any:
+            found = super().search_runs(*args, **kwargs)
+            mlflow.MlflowClient().set_terminated(run_id, "FINISHED")
+            return found
+
+    ended = store.end_abandoned_runs(EndsAfterTheSearch(), [experiment_id])
+    run = client.get_run(run_id)
+    assert ended == [] and run.info.status == "FINISHED"
+    assert schema.ENDED_BECAUSE not in run.data.tags
+
+
+def test_a_dead_processs_run_still_running_is_ended(tracking_store):
+    client = store.client()
+    experiment_id = store.get_or_create_experiment(client, "processing")
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = f"{socket.gethostname()}:{int(done.stdout)}"
+    run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+    assert store.end_abandoned_runs(client, [experiment_id]) == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "no longer running" in run.data.tags[schema.ENDED_BECAUSE]
