@@ -428,9 +428,11 @@ def key_time(key: str) -> int:
 def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
     # Unique within the stage even under rapid or concurrent fits: set the key, then
     # look for other runs holding it. A run keeps the key only if it holds it alone;
-    # on any collision it moves on to the next second (after a random pause, so two
-    # runs that collide do not collide again in step). Two runs can never both keep
-    # one key: the later of the two to set it sees the other when it looks.
+    # on any collision it moves on to the next second. Two runs can never both keep
+    # one key: the later of the two to set it sees the other when it looks. When the
+    # other holder may still be claiming too (it is not named after the key yet), the
+    # run pauses a random moment first, so the two do not collide again in step; a
+    # key kept by an earlier run is passed over at once.
     experiment_id = run.info.experiment_id
     when = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.UTC)
     while True:
@@ -451,7 +453,11 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
             )
             return key
         when += dt.timedelta(seconds=1)
-        time.sleep(random.uniform(0, 0.05))
+        if any(
+            r.info.run_id != run.info.run_id and r.data.tags.get("mlflow.runName") != key
+            for r in holders
+        ):
+            time.sleep(random.uniform(0, 0.05))
 
 
 def key_datetime(key: str) -> dt.datetime:
