@@ -425,6 +425,10 @@ def key_time(key: str) -> int:
     return int(key.rsplit("@", 1)[1])
 
 
+# The time of the stage key this process kept last, per tracking URI, experiment and type.
+_last_kept: dict[tuple[str, str, str], dt.datetime] = {}
+
+
 def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
     # Unique within the stage even under rapid or concurrent fits: set the key, then
     # look for other runs holding it. A run keeps the key only if it holds it alone;
@@ -435,6 +439,11 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
     # key kept by an earlier run is passed over at once.
     experiment_id = run.info.experiment_id
     when = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.UTC)
+    # Fits in a loop start several a second: begin past the key this process kept last
+    # for the type, instead of colliding with each of its own earlier keys in turn.
+    last = (mlflow.get_tracking_uri(), experiment_id, type_)
+    if last in _last_kept:
+        when = max(when, _last_kept[last] + dt.timedelta(seconds=1))
     while True:
         key = format_key(type_, when)
         client.set_tag(run.info.run_id, schema.KEY, key)
@@ -451,6 +460,7 @@ def _claim_key(client: mlflow.MlflowClient, run: Any, type_: str) -> str:
                 metrics=[Metric(schema.KEY_TIME, float(key_time(key)), now, 0)],
                 tags=[RunTag("mlflow.runName", key)],
             )
+            _last_kept[last] = when
             return key
         when += dt.timedelta(seconds=1)
         if any(
