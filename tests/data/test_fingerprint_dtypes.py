@@ -59,6 +59,16 @@ def _fingerprints_in_another_process(
 # --- the property, over every dtype ------------------------------------------------
 
 
+# One example draws a column of every kind: Hypothesis now and then runs out of room in
+# its buffer for one and discards it (an overrun, counted as filtered), never a
+# filter of this test's own. Enough examples still run; the health check would fail
+# the test for Hypothesis's own discards.
+_EVERY_DTYPE = settings(
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.data_too_large]
+)
+
+
+@_EVERY_DTYPE
 @given(every_dtype_cells())
 def test_same_content_same_fingerprint_whatever_the_memory(cells):
     frame = build_frame(cells, variant=0)
@@ -74,6 +84,7 @@ def test_same_content_same_fingerprint_whatever_the_memory(cells):
         assert fingerprint(same) == expected
 
 
+@_EVERY_DTYPE
 @given(every_dtype_cells(), st.data())
 def test_any_cell_change_changes_it_every_dtype(cells, data):
     unchanged = []
