@@ -286,6 +286,7 @@ def _stage_fields(
         schema.GIT_COMMIT: "5e5dea1" + "0" * 33,
         schema.CLASS: f"{cls.__module__}.{cls.__qualname__}",
         schema.CACHE_KEY: key,
+        schema.cache_key_tag(key): run["stage"],
     }
     if run["status"] == "FINISHED":  # a failed fit never reaches its parameters
         run["tags"][schema.SERIALIZER] = "cloudpickle"

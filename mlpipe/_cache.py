@@ -376,9 +376,12 @@ def lookup(
     """
     from mlpipe._compat import RunQuery
 
+    # By the tag named after the key: an index lookup (see schema.cache_key_tag), where
+    # a filter on CACHE_KEY's value reads that tag of every run of the experiment.
+    indexed = schema.cache_key_tag(key)
     query = RunQuery(
         experiment_ids=(experiment_id,),
-        tags_equal=((schema.CACHE_KEY, key),),
+        tags_set=(indexed,),
         status="FINISHED",
         max_results=10,
     )
@@ -415,7 +418,7 @@ def lookup(
         if ids is not None
         else client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{schema.CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{indexed}` != '' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=10,
         )

@@ -326,7 +326,7 @@ class _ChainLogger:
             tags = {
                 **common_tags,
                 schema.CLASS: f"{type(est).__module__}.{type(est).__qualname__}",
-                **({schema.CACHE_KEY: key} if key else {}),
+                **({schema.CACHE_KEY: key, schema.cache_key_tag(key): name} if key else {}),
             }
             hit = None
             if key is not None:

@@ -35,6 +35,7 @@ SERIALIZER = "mlpipe.serializer"  # "cloudpickle", "dill" or "skops": how stage/
 VERSION = "mlpipe.version"  # the mlpipe version that logged the run
 MODEL_URI = "mlpipe.model_uri"  # on the final stage: the raw-input pyfunc model
 CACHE_KEY = "mlpipe.cache_key"  # the stage cache key (see mlpipe/_cache.py)
+CACHE_KEY_PREFIX = "mlpipe.cache_key."  # the same key in a tag's name: see cache_key_tag
 OUTPUT = "mlpipe.output"  # artifact path of a slow stage's stored output on its training data
 REUSED_FROM = "mlpipe.reused_from"  # the run whose fitted stage this run reuses
 EVALUATION = "mlpipe.evaluation"  # on the final stage: one of the EVALUATED_BY values
@@ -133,6 +134,21 @@ def upstream_tag(run_id: str) -> str:
     ``search_runs`` filter: ``tags.`mlpipe.upstream.<X>` != ''``.
     """
     return f"{UPSTREAM_PREFIX}{run_id}"
+
+
+def cache_key_tag(key: str) -> str:
+    """The tag that a stage run with cache key ``key`` carries (value: its stage), next
+    to :data:`CACHE_KEY`.
+
+    MLflow indexes tags by name, not by value: ``tags.`mlpipe.cache_key` = 'K'`` reads
+    that tag of every run of the experiment, while ``tags.`mlpipe.cache_key.K` != ''``
+    is one index lookup, whatever the number of runs. The stage cache looks runs up
+    with it.
+
+    >>> cache_key_tag("bb5df674")
+    'mlpipe.cache_key.bb5df674'
+    """
+    return f"{CACHE_KEY_PREFIX}{key}"
 
 
 # What the stage cache trusts (see docs/caching.rst, "What the cache trusts").

@@ -23,6 +23,7 @@ def _run(client, experiment_id, start, *, status="FINISHED", key=KEY, **extra):
         schema.STAGE_DIGEST: "sha256:00",
         schema.SCHEMA_VERSION_TAG: schema.SCHEMA_VERSION,
         schema.CACHE_KEY: key,
+        schema.cache_key_tag(key): "processing",
         **extra,
     }
     run_id = client.create_run(experiment_id, start_time=start, tags=tags).info.run_id
@@ -90,3 +91,37 @@ def test_lookup_skips_runs_deleted_or_ended_after_they_were_found(runs, monkeypa
 
 def _cache_query(experiment_id):
     return RunQuery(experiment_ids=(experiment_id,), max_results=1)
+
+
+def test_runs_are_found_by_the_tag_named_after_their_key(runs, monkeypatch):
+    # Only the tag that holds the key in its name is searched (an index lookup): a run
+    # with the key in mlpipe.cache_key alone, as no fit of this version writes, is not
+    # found, with MLflow's SQL store read directly or through search_runs.
+    client, experiment_id, _ = runs
+    key = "ef" * 16
+    bare = _run(client, experiment_id, 9_000, key=key)
+    client.delete_tag(bare, schema.cache_key_tag(key))
+    assert _lookup(client, experiment_id, key) is None
+    monkeypatch.setattr(_store, "search_runs_sql", lambda *args, **kwargs: None)
+    assert _lookup(client, experiment_id, key) is None
+    client.set_tag(bare, schema.cache_key_tag(key), "processing")
+    found = _lookup(client, experiment_id, key)
+    assert found is not None and found.info.run_id == bare
+
+
+def test_a_fitted_stage_run_carries_its_key_in_a_tag_name():
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    import mlpipe
+
+    X, y = np.arange(40.0).reshape(20, 2), np.array([0, 1] * 10)
+    steps = [("processing", StandardScaler()), ("model", LogisticRegression())]
+    pipe = mlpipe.LineagePipeline(steps, cv=None, log_model=False).fit(X, y)
+    client = mlflow.MlflowClient()
+    for stage in ("processing", "model"):
+        tags = client.get_run(pipe.run_ids_[stage]).data.tags
+        assert tags[schema.cache_key_tag(tags[schema.CACHE_KEY])] == stage
+    again = mlpipe.LineagePipeline(steps, cv=None, log_model=False).fit(X, y)
+    assert again.reused_ == ["processing", "model"]
