@@ -633,21 +633,32 @@ def _class_scores(model: Any, method: str, X: Any, classes: np.ndarray) -> np.nd
     return aligned
 
 
+# The margins of the curves' plots, as fractions of the figure: their tick labels are
+# rates from 0 to 1, always as wide.
+_CURVE_MARGINS = {"left": 0.1, "right": 0.96, "bottom": 0.1, "top": 0.93}
+# A confusion matrix of up to _MANY_CLASSES classes named in up to _SHORT_LABEL
+# characters gets margins computed from the names' length (in inches, at matplotlib's
+# default 10-point font: about 0.075 in a character); longer names or more classes
+# get the constrained layout (which also fits the colour bar to a large matrix).
+_SHORT_LABEL = 12
+_MANY_CLASSES = 12
+_INCH_PER_CHAR = 0.075
+
+
 @contextmanager
 def _figure(
-    width: float = 6.4, height: float = 4.8, *, fixed_margins: bool = False
+    width: float = 6.4, height: float = 4.8, *, margins: dict[str, float] | None = None
 ) -> Iterator[tuple[Figure, Axes]]:
     # A Figure of its own, never registered with pyplot: no backend is chosen or
     # switched (a notebook keeps its own), and nothing stays open once it is freed.
     # Saving it to PNG renders with Agg whatever the session's backend.
-    # ``fixed_margins`` for axes whose labels never change width (the curves' rates
-    # from 0 to 1): the constrained layout measures every text first, and that
-    # measuring costs as much as drawing the figure.
+    # ``margins`` where the labels' widths are known beforehand: the constrained
+    # layout measures every text first, and that costs as much as drawing the figure.
     from matplotlib.figure import Figure
 
-    if fixed_margins:
+    if margins is not None:
         figure = Figure(figsize=(width, height))
-        figure.subplots_adjust(left=0.1, right=0.96, bottom=0.1, top=0.93)
+        figure.subplots_adjust(**margins)
     else:
         figure = Figure(figsize=(width, height), layout="constrained")
     try:
@@ -726,20 +737,35 @@ def _render(name: str, oof: _OutOfFold) -> bytes:
     classes = oof.classes
     if name == schema.CONFUSION_MATRIX:
         side = max(4.8, 1.5 + 0.45 * len(classes))
-        with _figure(side + 1.2, side) as (figure, axes):
+        width, vertical = side + 1.2, len(classes) > 4
+        names = [str(c) for c in classes]
+        longest = max(len(n) for n in names)
+        margins = None
+        # (ASCII only: a character of many scripts is twice as wide.)
+        short = longest <= _SHORT_LABEL and all(n.isascii() for n in names)
+        if short and len(classes) <= _MANY_CLASSES:
+            # The axis title and the class names, left of the matrix and under it.
+            labels = 0.55 + _INCH_PER_CHAR * longest
+            margins = {
+                "left": labels / width,
+                "right": 0.97,
+                "bottom": (labels if vertical else 0.65) / side,
+                "top": 1 - 0.4 / side,
+            }
+        with _figure(width, side, margins=margins) as (figure, axes):
             ConfusionMatrixDisplay.from_predictions(
                 oof.target,
                 oof.prediction,
                 labels=classes,
-                display_labels=[str(c) for c in classes],
+                display_labels=names,
                 include_values=len(classes) <= 30,
-                xticks_rotation="vertical" if len(classes) > 4 else "horizontal",
+                xticks_rotation="vertical" if vertical else "horizontal",
                 ax=axes,
             )
             axes.set_title("Out-of-fold confusion matrix")
             return _png(figure)
     curves, title, axis_note = _curves(oof)
-    with _figure(fixed_margins=True) as (figure, axes):
+    with _figure(margins=_CURVE_MARGINS) as (figure, axes):
         if name == schema.ROC_CURVE:
             for i, (label, y_true, score, pos) in enumerate(curves):
                 RocCurveDisplay.from_predictions(
