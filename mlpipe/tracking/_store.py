@@ -788,7 +788,12 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
         # process exited): judged again on the run as it is now, after the first
         # judgement found its process dead or its lease expired, a run still RUNNING
         # has no fit left to end it.
-        run = client.get_run(run.info.run_id)
+        try:
+            run = client.get_run(run.info.run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            continue  # removed for good since the search
         reason = abandoned_because(run)
         if reason is not None:
             _end_abandoned(client, run.info.run_id, reason)

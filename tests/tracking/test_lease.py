@@ -321,3 +321,27 @@ def test_a_dead_processs_run_still_running_is_ended(tracking_store):
     run = client.get_run(run_id)
     assert run.info.status == "FAILED"
     assert "no longer running" in run.data.tags[schema.ENDED_BECAUSE]
+
+
+def test_a_run_removed_for_good_after_the_search_is_passed_over(tracking_store):
+    from mlpipe._compat import HardDeleteStore
+
+    client = store.client()
+    experiment_id = store.get_or_create_experiment(client, "processing")
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = f"{socket.gethostname()}:{int(done.stdout)}"
+    run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+
+    class RemovesAfterTheSearch(type(client)):  # type: ignore[misc]
+        def search_runs(self, *args: Any, **kwargs: Any) -> Any:
+            found = super().search_runs(*args, **kwargs)
+            mlflow.MlflowClient().delete_run(run_id)
+            HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(run_id)
+            return found
+
+    assert store.end_abandoned_runs(RemovesAfterTheSearch(), [experiment_id]) == []
