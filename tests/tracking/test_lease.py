@@ -278,11 +278,9 @@ def test_beat_and_lease_must_be_positive_and_the_lease_longer(monkeypatch):
     assert mlpipe.runs().empty  # refused before any run was started
 
 
-def test_a_run_its_fit_ended_after_the_search_is_not_ended_again(tracking_store):
-    # Another process's fit: its run RUNNING when this fit searches for abandoned runs,
-    # then ended FINISHED by that fit, whose process exits, before this fit judges it.
-    # Judged on what the search returned, the run of a dead process was ended FAILED,
-    # over the FINISHED of a fit that succeeded (seen with eight processes at once).
+def _run_of_a_dead_process() -> tuple[Any, str, str]:
+    """(client, processing experiment id, id of a RUNNING run owned by a process of
+    this host that has exited)."""
     client = store.client()
     experiment_id = store.get_or_create_experiment(client, "processing")
     done = subprocess.run(
@@ -293,30 +291,40 @@ def test_a_run_its_fit_ended_after_the_search_is_not_ended_again(tracking_store)
     )
     dead = f"{socket.gethostname()}:{int(done.stdout)}"
     run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+    return client, experiment_id, run_id
 
-    class EndsAfterTheSearch(type(client)):  # type: ignore[misc]
+
+def _then(client: Any, meanwhile: Callable[[], None]) -> Any:
+    """A client like ``client`` whose ``search_runs`` runs ``meanwhile`` once it has
+    searched: what another process does between the search and what follows it."""
+
+    class Then(type(client)):  # type: ignore[misc]
         def search_runs(self, *args: Any, **kwargs: Any) -> Any:
             found = super().search_runs(*args, **kwargs)
-            mlflow.MlflowClient().set_terminated(run_id, "FINISHED")
+            meanwhile()
             return found
 
-    ended = store.end_abandoned_runs(EndsAfterTheSearch(), [experiment_id])
+    return Then()
+
+
+def test_a_run_its_fit_ended_after_the_search_is_not_ended_again(tracking_store):
+    # Another process's fit: its run RUNNING when this fit searches for abandoned runs,
+    # then ended FINISHED by that fit, whose process exits, before this fit judges it.
+    # Judged on what the search returned, the run of a dead process was ended FAILED,
+    # over the FINISHED of a fit that succeeded (seen with eight processes at once).
+    client, experiment_id, run_id = _run_of_a_dead_process()
+
+    def finish() -> None:
+        mlflow.MlflowClient().set_terminated(run_id, "FINISHED")
+
+    ended = store.end_abandoned_runs(_then(client, finish), [experiment_id])
     run = client.get_run(run_id)
     assert ended == [] and run.info.status == "FINISHED"
     assert schema.ENDED_BECAUSE not in run.data.tags
 
 
 def test_a_dead_processs_run_still_running_is_ended(tracking_store):
-    client = store.client()
-    experiment_id = store.get_or_create_experiment(client, "processing")
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    dead = f"{socket.gethostname()}:{int(done.stdout)}"
-    run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+    client, experiment_id, run_id = _run_of_a_dead_process()
     assert store.end_abandoned_runs(client, [experiment_id]) == [run_id]
     run = client.get_run(run_id)
     assert run.info.status == "FAILED"
@@ -326,22 +334,10 @@ def test_a_dead_processs_run_still_running_is_ended(tracking_store):
 def test_a_run_removed_for_good_after_the_search_is_passed_over(tracking_store):
     from mlpipe._compat import HardDeleteStore
 
-    client = store.client()
-    experiment_id = store.get_or_create_experiment(client, "processing")
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    dead = f"{socket.gethostname()}:{int(done.stdout)}"
-    run_id = client.create_run(experiment_id, tags={schema.OWNER: dead}).info.run_id
+    client, experiment_id, run_id = _run_of_a_dead_process()
 
-    class RemovesAfterTheSearch(type(client)):  # type: ignore[misc]
-        def search_runs(self, *args: Any, **kwargs: Any) -> Any:
-            found = super().search_runs(*args, **kwargs)
-            mlflow.MlflowClient().delete_run(run_id)
-            HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(run_id)
-            return found
+    def remove() -> None:
+        mlflow.MlflowClient().delete_run(run_id)
+        HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(run_id)
 
-    assert store.end_abandoned_runs(RemovesAfterTheSearch(), [experiment_id]) == []
+    assert store.end_abandoned_runs(_then(client, remove), [experiment_id]) == []
