@@ -111,6 +111,9 @@ def test_server_killed_mid_fit(server, monkeypatch):
     assert "Stage 'model'" in message and server.url in message
     assert "reuses them" in message
 
+    # The kill is delivered to each process of the group on its own: the worker can be
+    # gone (the fit failed) while the server's main process is not yet. Reap it first.
+    server.process.wait(timeout=30)
     server.start()  # the same store and port, as after a restart
     # The processing stage had finished; the model run could not be ended.
     processing = mlpipe.runs(stage="processing")
