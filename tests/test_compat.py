@@ -28,7 +28,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
-from mlpipe import _compat
+from mlpipe import _compat, schema
 from mlpipe.model import _package, _raw, _serialize, _skops, _skops_model
 
 _URL_SWITCH = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -472,6 +472,8 @@ def _tricky_store(client: mlflow.MlflowClient) -> dict[str, str]:
     """Runs whose tags, statuses and times test every part of a RunQuery."""
     from mlflow.entities import Metric
 
+    KEY, NAME = schema.KEY, "run name"
+
     experiments = {name: client.create_experiment(name) for name in ("a", "b", "c")}
     specs = [
         # (experiment, start, status, tags, deleted)
@@ -483,10 +485,18 @@ def _tricky_store(client: mlflow.MlflowClient) -> dict[str, str]:
         ("b", 2_000, "FINISHED", {"t": "x_1", "k": "logreg@2020", "up.r1": "p:1"}, False),
         ("b", 5_000, "KILLED", {"t": "its", "k": "rf@2020"}, False),
         ("c", 6_000, "FINISHED", {"t": "x_1", "k": "logreg@2020"}, False),
+        # Stage keys, which are also the run names (checked by name first), and one run
+        # renamed since; a key-shaped name alone (no key) finds nothing.
+        ("a", 7_000, "FINISHED", {KEY: "logreg@20200101000000"}, False),
+        ("a", 7_500, "FINISHED", {KEY: "logreg@20200102000000", NAME: "best model"}, False),
+        ("b", 8_000, "FINISHED", {KEY: "logreg@20190101000000"}, False),
+        ("b", 8_500, "FINISHED", {NAME: "logreg@20200101000001"}, False),
+        ("b", 9_000, "FINISHED", {KEY: "rf@20200101000000", NAME: "rf@2020"}, False),
     ]
     ids = {}
     for n, (experiment, start, status, tags, deleted) in enumerate(specs):
-        run = client.create_run(experiments[experiment], start_time=start, tags=tags)
+        name = tags.pop(NAME, tags.get(KEY))
+        run = client.create_run(experiments[experiment], start_time=start, tags=tags, run_name=name)
         run_id = run.info.run_id
         client.log_batch(
             run_id,
@@ -511,6 +521,9 @@ def _queries(ids: dict[str, str]) -> list[_compat.RunQuery]:
         Q(experiment_names=everywhere, tags_like=(("t", "x_1"),)),  # '_' is any character
         Q(experiment_names=everywhere, tags_like=(("k", "logreg@2020%"),)),  # case-sensitive
         Q(experiment_names=everywhere, tags_like=(("k", "%@2020"),), status="FINISHED"),
+        Q(experiment_names=everywhere, tags_like=((schema.KEY, "logreg@2020%"),)),
+        Q(experiment_names=("a", "b"), tags_like=((schema.KEY, "%@20200102%"),)),
+        Q(experiment_names=everywhere, tags_like=((schema.KEY, "rf@2020%"),)),
         Q(experiment_names=everywhere, tags_set=("up.r1",)),  # an empty value is not set
         Q(experiment_names=("a", "b"), tags_set=("up.r2",), tags_equal=(("t", "x%1"),)),
         Q(experiment_names=("b",), tags_equal=(("t", "its"),)),
