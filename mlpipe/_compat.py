@@ -216,6 +216,9 @@ def search_runs_sql(
     parameters or inputs. Which runs and in which order is exactly what
     ``search_runs`` answers for the same filter and ``order_by=["attributes.start_time
     DESC"]`` (``run_view_type`` ACTIVE_ONLY); ``tests/test_compat.py`` compares them.
+    One exception: a pattern on ``mlpipe.key`` is checked on the run name first (the
+    stage key is also the name), so a run renamed to another stage key is judged by
+    that name.
 
     Wraps the client's private store (``MlflowClient._tracking_client.store``), its
     ``ManagedSessionMaker`` (a read-only session with MLflow's own SQLite pragmas,
