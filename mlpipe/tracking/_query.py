@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
 from mlpipe._compat import RunQuery
@@ -484,18 +485,31 @@ def lineage(run_id: str) -> list[LineageEntry]:
     Returns
     -------
     list of LineageEntry
+
+    Raises
+    ------
+    NotFoundError
+        If a run upstream was removed from the store for good (deleted, then
+        ``mlflow gc``). A deleted run still there is listed with its status.
     """
     client = store.client()
     ordered: list[LineageEntry] = []
     seen: set[str] = set()
 
-    def visit(current: str) -> None:
+    def visit(current: str, child: str | None = None) -> None:
         if current in seen:
             return
         seen.add(current)
-        entry = LineageEntry.from_run(client.get_run(current))
+        run = client.get_run(current) if child is None else _get_if_there(client, current)
+        if run is None:
+            raise NotFoundError(
+                f"Run {current}, upstream of run {child}, no longer exists: it was deleted "
+                "and then removed from the tracking store for good (mlflow gc), so the "
+                f"lineage of run {run_id} cannot be followed past it."
+            )
+        entry = LineageEntry.from_run(run)
         for parent in entry.upstream:
-            visit(parent)
+            visit(parent, current)
         ordered.append(entry)
 
     visit(run_id)
@@ -765,12 +779,23 @@ def _chain_on(
     """The chain of ``processing`` and ``model`` if its load run is FINISHED and active."""
     load_id = processing.upstream[0]
     if load_id not in checked:
-        load_run = client.get_run(load_id)
-        info = load_run.info
-        usable = info.status == "FINISHED" and info.lifecycle_stage == "active"
-        checked[load_id] = LineageEntry.from_run(load_run) if usable else None
+        load_run = _get_if_there(client, load_id)  # None: removed for good (mlflow gc)
+        usable = load_run is not None and (
+            load_run.info.status == "FINISHED" and load_run.info.lifecycle_stage == "active"
+        )
+        checked[load_id] = LineageEntry.from_run(load_run) if load_run and usable else None
     load = checked[load_id]
     return Chain((load, processing, model)) if load is not None else None
+
+
+def _get_if_there(client: mlflow.MlflowClient, run_id: str) -> Run | None:
+    """The run, or None when it no longer exists (removed for good: ``mlflow gc``)."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
 
 
 def _find_chain_searching(

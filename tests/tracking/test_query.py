@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import mlflow
 import pandas as pd
@@ -12,6 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 import mlpipe
 from mlpipe.cli._demo import penguins_pipeline
+from mlpipe.exceptions import NotFoundError
 
 TYPES = {"processing": "plain", "model": "logreg"}
 TODAY = dt.datetime.now(dt.UTC).date().isoformat()
@@ -194,3 +196,43 @@ def test_sql_reads_answer_as_search_runs_does(raw, monkeypatch, tracking_store):
     assert chains == chains_searched
     for table, searched in zip(tables, tables_searched, strict=True):
         pd.testing.assert_frame_equal(table, searched)
+
+
+def _remove_for_good(run_id: str) -> None:
+    """Delete a run and remove it from the store, as ``mlflow gc`` does."""
+    from mlpipe._compat import HardDeleteStore
+
+    mlflow.MlflowClient().delete_run(run_id)
+    uri = mlflow.get_tracking_uri()
+    # Through a tracking server, straight from its database (the server cannot).
+    backend = os.environ.get("MLPIPE_TEST_SERVER_BACKEND", uri) if uri.startswith("http") else uri
+    HardDeleteStore(backend).hard_delete_run(run_id)
+
+
+def test_a_chain_whose_load_was_removed_for_good_is_passed_over(raw):
+    # Deleted, then removed by `mlflow gc`: find_chain (and `mlpipe main`) used to fail
+    # reading it ("Run with id=... not found") instead of taking the older chain.
+    old = mlpipe.load(raw, name="penguins", target="species")
+    coherent = _pipe().fit(old)
+    changed = raw.copy()
+    changed.loc[0, "bill_length_mm"] = 40.0
+    new = mlpipe.load(changed, name="penguins", target="species")
+    newer = _pipe().fit(new)
+    chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
+    assert chain is not None and chain["model"].run_id == newer.run_ids_["model"]
+
+    _remove_for_good(new.run_id)
+    chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
+    assert chain is not None and chain.run_ids == {
+        "load": old.run_id,
+        "processing": coherent.run_ids_["processing"],
+        "model": coherent.run_ids_["model"],
+    }
+    # lineage cannot go past it, and says so.
+    with pytest.raises(NotFoundError, match=f"Run {new.run_id}, upstream of run .*mlflow gc"):
+        mlpipe.lineage(newer.run_ids_["model"])
+    assert [e.run_id for e in mlpipe.lineage(coherent.run_ids_["model"])] == [
+        old.run_id,
+        coherent.run_ids_["processing"],
+        coherent.run_ids_["model"],
+    ]
