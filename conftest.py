@@ -5,8 +5,11 @@ MLFLOW_* variable leaks in from the environment, and no run stays active.
 
 With ``MLPIPE_TEST_SERVER_BACKEND`` set to a database URL (CI sets a PostgreSQL
 one), the tests track to a real ``mlflow server`` on that database instead,
-started once per session and emptied before every test. That stage runs in one
-process (``-p no:xdist``): parallel workers would empty each other's store.
+started once per session and emptied before every test. With
+``MLPIPE_TEST_TRACKING_BACKEND`` set to a database URL, they track to that database
+directly, as a team whose ``MLFLOW_TRACKING_URI`` is a PostgreSQL URL does (mlpipe
+then reads MLflow's tables itself), emptied before every test. Those stages run in
+one process (``-p no:xdist``): parallel workers would empty each other's store.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SERVER_BACKEND = "MLPIPE_TEST_SERVER_BACKEND"
+DATABASE_BACKEND = "MLPIPE_TEST_TRACKING_BACKEND"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist already runs one worker per core. With n_jobs=None a fit whose folds
@@ -88,10 +92,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     workers = config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses")
-    if os.environ.get(SERVER_BACKEND) and (workers or os.environ.get("PYTEST_XDIST_WORKER")):
+    shared = [name for name in (SERVER_BACKEND, DATABASE_BACKEND) if os.environ.get(name)]
+    if len(shared) > 1:
+        raise pytest.UsageError(f"Set one of {SERVER_BACKEND} and {DATABASE_BACKEND}, not both.")
+    if shared and (workers or os.environ.get("PYTEST_XDIST_WORKER")):
         raise pytest.UsageError(
-            f"{SERVER_BACKEND} runs the tests against one shared mlflow server whose store "
-            "is emptied before every test, but pytest-xdist runs them in parallel workers, "
+            f"{shared[0]} runs the tests against one shared tracking store that is "
+            "emptied before every test, but pytest-xdist runs them in parallel workers, "
             "which would empty each other's store. Run this stage in one process: add "
             "-p no:xdist (or -n 0)."
         )
@@ -121,9 +128,24 @@ def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _shared_database() -> Any:
+    backend = os.environ.get(DATABASE_BACKEND)
+    if not backend:
+        return None
+    from tests._server import StoreReset
+
+    mlflow.MlflowClient(backend).search_experiments()  # creates MLflow's tables
+    return backend, StoreReset(backend)
+
+
 @pytest.fixture(autouse=True)
 def tracking_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path, _shared_server: Any
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    _empty_store: Path,
+    _shared_server: Any,
+    _shared_database: Any,
 ) -> Iterator[str]:
     """A fresh, empty tracking store in a fresh working directory; returns its URI."""
     for name in list(os.environ):
@@ -134,6 +156,9 @@ def tracking_store(
         server, reset = _shared_server
         reset()
         uri = server.url
+    elif _shared_database is not None:
+        uri, reset = _shared_database
+        reset()
     else:
         db = tmp_path / "mlflow.db"
         shutil.copy(_empty_store, db)

@@ -21,6 +21,9 @@ su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='mlpipe'\"" | 
 su postgres -c "psql -qc \"ALTER ROLE mlpipe PASSWORD 'ci-only-pw'\""
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='mlpipe'\"" | grep -q 1 \
     || su postgres -c "psql -qc \"CREATE DATABASE mlpipe OWNER mlpipe\""
-# A fresh database for the tracking server stage: every CI run starts from an empty store.
-su postgres -c "psql -qc \"DROP DATABASE IF EXISTS mlpipe_tracking WITH (FORCE)\""
-su postgres -c "psql -qc \"CREATE DATABASE mlpipe_tracking OWNER mlpipe\""
+# Fresh databases for the tracking stages (through a server; used directly): every CI
+# run starts from an empty store.
+for store in mlpipe_tracking mlpipe_direct; do
+    su postgres -c "psql -qc \"DROP DATABASE IF EXISTS $store WITH (FORCE)\""
+    su postgres -c "psql -qc \"CREATE DATABASE $store OWNER mlpipe\""
+done
