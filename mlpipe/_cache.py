@@ -420,13 +420,8 @@ def lookup(
 def _still_finished(client: mlflow.MlflowClient, run_id: str) -> Run | None:
     """``run_id`` read in full; None if it was deleted, removed or ended otherwise
     since it was found."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return None
-    if run.info.lifecycle_stage != "active" or run.info.status != "FINISHED":
+    run = store.get_run_if_there(client, run_id)
+    if run is None or run.info.lifecycle_stage != "active" or run.info.status != "FINISHED":
         return None
     return run
 

@@ -11,7 +11,6 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import Run, ViewType
-from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
 from mlpipe._compat import RunQuery
@@ -500,7 +499,7 @@ def lineage(run_id: str) -> list[LineageEntry]:
         if current in seen:
             return
         seen.add(current)
-        run = client.get_run(current) if child is None else _get_if_there(client, current)
+        run = client.get_run(current) if child is None else store.get_run_if_there(client, current)
         if run is None:
             raise NotFoundError(
                 f"Run {current}, upstream of run {child}, no longer exists: it was deleted "
@@ -779,23 +778,13 @@ def _chain_on(
     """The chain of ``processing`` and ``model`` if its load run is FINISHED and active."""
     load_id = processing.upstream[0]
     if load_id not in checked:
-        load_run = _get_if_there(client, load_id)  # None: removed for good (mlflow gc)
-        usable = load_run is not None and (
-            load_run.info.status == "FINISHED" and load_run.info.lifecycle_stage == "active"
-        )
-        checked[load_id] = LineageEntry.from_run(load_run) if load_run and usable else None
+        load_run = store.get_run_if_there(client, load_id)  # None: removed for good
+        checked[load_id] = None
+        if load_run is not None and load_run.info.status == "FINISHED":
+            if load_run.info.lifecycle_stage == "active":
+                checked[load_id] = LineageEntry.from_run(load_run)
     load = checked[load_id]
     return Chain((load, processing, model)) if load is not None else None
-
-
-def _get_if_there(client: mlflow.MlflowClient, run_id: str) -> Run | None:
-    """The run, or None when it no longer exists (removed for good: ``mlflow gc``)."""
-    try:
-        return client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        return None
 
 
 def _find_chain_searching(

@@ -30,7 +30,7 @@ import filelock
 import mlflow
 import requests
 import sqlalchemy as sa
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from mlpipe import schema
@@ -788,17 +788,25 @@ def end_abandoned_runs(client: mlflow.MlflowClient, experiment_ids: list[str]) -
         # process exited): judged again on the run as it is now, after the first
         # judgement found its process dead or its lease expired, a run still RUNNING
         # has no fit left to end it.
-        try:
-            run = client.get_run(run.info.run_id)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        now_run = get_run_if_there(client, run.info.run_id)
+        if now_run is None:
             continue  # removed for good since the search
-        reason = abandoned_because(run)
+        reason = abandoned_because(now_run)
         if reason is not None:
             _end_abandoned(client, run.info.run_id, reason)
             ended.append(run.info.run_id)
     return ended
+
+
+def get_run_if_there(client: mlflow.MlflowClient, run_id: str) -> Run | None:
+    """The run as it is now; None if it no longer exists (deleted and then removed
+    for good, as ``mlflow gc`` does). Other errors of the store are raised."""
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return None
 
 
 def end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:
