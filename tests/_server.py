@@ -14,6 +14,20 @@ import requests
 import sqlalchemy as sa
 
 
+def remove_run_for_good(run_id: str) -> None:
+    """Delete a run of the current tracking store and remove it for good, as ``mlflow
+    gc`` does. Through a tracking server (which cannot), straight from the database
+    behind it, ``MLPIPE_TEST_SERVER_BACKEND``."""
+    import mlflow
+
+    from mlpipe._compat import HardDeleteStore
+
+    mlflow.MlflowClient().delete_run(run_id)
+    uri = mlflow.get_tracking_uri()
+    backend = os.environ.get("MLPIPE_TEST_SERVER_BACKEND", uri) if uri.startswith("http") else uri
+    HardDeleteStore(backend).hard_delete_run(run_id)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,8 +8,9 @@ import pytest
 from mlflow.entities import Metric, Param
 
 from mlpipe import _cache, schema
-from mlpipe._compat import HardDeleteStore, RunQuery
+from mlpipe._compat import RunQuery
 from mlpipe.tracking import _store
+from tests._server import remove_run_for_good
 
 KEY = "ab" * 16
 
@@ -79,8 +80,7 @@ def test_lookup_skips_runs_deleted_or_ended_after_they_were_found(runs, monkeypa
 
     def found_then_changed(*args, **kwargs):
         found = real(*args, **kwargs)
-        client.delete_run(gone)  # deleted, then removed for good, between the two reads
-        HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(gone)
+        remove_run_for_good(gone)  # deleted, then removed for good, between the two reads
         client.delete_run(ended)  # deleted only
         return found
 

@@ -332,12 +332,8 @@ def test_a_dead_processs_run_still_running_is_ended(tracking_store):
 
 
 def test_a_run_removed_for_good_after_the_search_is_passed_over(tracking_store):
-    from mlpipe._compat import HardDeleteStore
+    from tests._server import remove_run_for_good
 
     client, experiment_id, run_id = _run_of_a_dead_process()
-
-    def remove() -> None:
-        mlflow.MlflowClient().delete_run(run_id)
-        HardDeleteStore(mlflow.get_tracking_uri()).hard_delete_run(run_id)
-
-    assert store.end_abandoned_runs(_then(client, remove), [experiment_id]) == []
+    remove = _then(client, lambda: remove_run_for_good(run_id))
+    assert store.end_abandoned_runs(remove, [experiment_id]) == []

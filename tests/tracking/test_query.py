@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import mlflow
 import pandas as pd
@@ -14,6 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 import mlpipe
 from mlpipe.cli._demo import penguins_pipeline
 from mlpipe.exceptions import NotFoundError
+from tests._server import remove_run_for_good
 
 TYPES = {"processing": "plain", "model": "logreg"}
 TODAY = dt.datetime.now(dt.UTC).date().isoformat()
@@ -83,13 +83,18 @@ def test_lineage_and_descendants(raw):
     assert [e.run_id for e in below] == [pipe.run_ids_["processing"], pipe.run_ids_["model"]]
 
 
+def _newer_pull(raw: pd.DataFrame) -> mlpipe.Dataset:
+    """A newer load of the penguins table, one cell changed."""
+    changed = raw.copy()
+    changed.loc[0, "bill_length_mm"] = 40.0
+    return mlpipe.load(changed, name="penguins", target="species")
+
+
 def test_find_chain_returns_the_newest_coherent_chain(raw):
     old = mlpipe.load(raw, name="penguins", target="species")
     coherent = _pipe().fit(old)
     # A newer pull of the table with a newer processing run, but no model on it yet.
-    changed = raw.copy()
-    changed.loc[0, "bill_length_mm"] = 40.0
-    new = mlpipe.load(changed, name="penguins", target="species")
+    new = _newer_pull(raw)
     _pipe()[:1].fit(new)
     # A newer model of another algorithm on the new data.
     other = _pipe(types={"processing": "plain", "model": "rf"})
@@ -198,30 +203,17 @@ def test_sql_reads_answer_as_search_runs_does(raw, monkeypatch, tracking_store):
         pd.testing.assert_frame_equal(table, searched)
 
 
-def _remove_for_good(run_id: str) -> None:
-    """Delete a run and remove it from the store, as ``mlflow gc`` does."""
-    from mlpipe._compat import HardDeleteStore
-
-    mlflow.MlflowClient().delete_run(run_id)
-    uri = mlflow.get_tracking_uri()
-    # Through a tracking server, straight from its database (the server cannot).
-    backend = os.environ.get("MLPIPE_TEST_SERVER_BACKEND", uri) if uri.startswith("http") else uri
-    HardDeleteStore(backend).hard_delete_run(run_id)
-
-
 def test_a_chain_whose_load_was_removed_for_good_is_passed_over(raw):
     # Deleted, then removed by `mlflow gc`: find_chain (and `mlpipe main`) used to fail
     # reading it ("Run with id=... not found") instead of taking the older chain.
     old = mlpipe.load(raw, name="penguins", target="species")
     coherent = _pipe().fit(old)
-    changed = raw.copy()
-    changed.loc[0, "bill_length_mm"] = 40.0
-    new = mlpipe.load(changed, name="penguins", target="species")
+    new = _newer_pull(raw)
     newer = _pipe().fit(new)
     chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
     assert chain is not None and chain["model"].run_id == newer.run_ids_["model"]
 
-    _remove_for_good(new.run_id)
+    remove_run_for_good(new.run_id)
     chain = mlpipe.find_chain(table="penguins", date=TODAY, logic="plain", algorithm="logreg")
     assert chain is not None and chain.run_ids == {
         "load": old.run_id,
